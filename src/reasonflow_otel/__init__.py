@@ -1,0 +1,107 @@
+"""OpenTelemetry for Python workflow engines, in one line.
+
+    import reasonflow_otel
+    reasonflow_otel.instrument()
+
+configures the OpenTelemetry SDK (unless the application already did) and
+instruments every supported workflow engine that is installed. It is the
+one-line equivalent of running the program under ``opentelemetry-instrument``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import os
+import threading
+from typing import Any
+
+from opentelemetry.instrumentation.environment_variables import (
+    OTEL_PYTHON_DISABLED_INSTRUMENTATIONS,
+)
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
+
+from reasonflow_otel.guard import report_internal_error
+from reasonflow_otel.sdk import SdkSetup, configure_sdk
+from reasonflow_otel.settings import load_settings
+from reasonflow_otel.version import __version__
+
+__all__ = ["__version__", "instrument", "instrumented_engines", "uninstrument"]
+
+_logger = logging.getLogger(__name__)
+
+# Engine module -> its instrumentor; an engine counts only when it is importable.
+ENGINES = {
+    "pocketflow": "reasonflow_otel.instrumentation.pocketflow:PocketFlowInstrumentor",
+}
+
+_lock = threading.Lock()
+_active: list[BaseInstrumentor] = []
+_setup: SdkSetup | None = None
+
+
+def instrument(
+    *,
+    service_name: str | None = None,
+    tracer_provider: Any = None,
+    meter_provider: Any = None,
+    **options: Any,
+) -> None:
+    """Set up the SDK where the app has not, and instrument installed engines.
+
+    ``options`` are the ``REASONFLOW_OTEL_*`` settings by field name (see
+    ``reasonflow_otel.settings``). Explicit providers are used as given and no
+    SDK setup is done for them. Calling it again does nothing; errors are
+    logged, never raised into the application.
+    """
+    global _setup
+    with _lock:
+        if _active:
+            return
+        try:
+            settings = load_settings(options)
+            _setup = configure_sdk(settings, service_name)
+            providers = {
+                "tracer_provider": tracer_provider or _setup.tracer_provider,
+                "meter_provider": meter_provider or _setup.meter_provider,
+            }
+            for instrumentor in _installed_instrumentors():
+                if instrumentor.is_instrumented_by_opentelemetry:
+                    continue  # instrumented already, e.g. by opentelemetry-instrument
+                instrumentor.instrument(settings=settings, **providers)
+                _active.append(instrumentor)
+        except Exception as error:
+            report_internal_error("instrument()", error)
+
+
+def uninstrument() -> None:
+    """Remove every wrapper ``instrument()`` installed; providers stay as they are."""
+    with _lock:
+        while _active:
+            _active.pop().uninstrument()
+
+
+def instrumented_engines() -> list[str]:
+    """Names of the engines currently instrumented through :func:`instrument`."""
+    with _lock:
+        return [type(instrumentor).__name__ for instrumentor in _active]
+
+
+def _installed_instrumentors() -> list[BaseInstrumentor]:
+    """Our engine instrumentors plus threading, minus the disabled ones."""
+    disabled = {
+        name.strip()
+        for name in os.environ.get(OTEL_PYTHON_DISABLED_INSTRUMENTATIONS, "").split(",")
+    }
+    instrumentors: list[BaseInstrumentor] = []
+    for engine, target in ENGINES.items():
+        if engine in disabled or importlib.util.find_spec(engine) is None:
+            continue
+        module_name, _, class_name = target.partition(":")
+        instrumentors.append(getattr(importlib.import_module(module_name), class_name)())
+    if "threading" not in disabled:
+        from opentelemetry.instrumentation.threading import ThreadingInstrumentor
+
+        instrumentors.append(ThreadingInstrumentor())
+    return instrumentors

@@ -1,0 +1,33 @@
+"""Entry points for ``opentelemetry-instrument``: the distro and the configurator.
+
+``opentelemetry-instrument`` loads one distro and one configurator. With the
+upstream ``opentelemetry-distro`` package also installed, choose ours with
+``OTEL_PYTHON_DISTRO=reasonflow`` (the distro then defaults
+``OTEL_PYTHON_CONFIGURATOR`` to ``reasonflow`` too).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from opentelemetry.instrumentation.distro import BaseDistro
+from opentelemetry.instrumentation.environment_variables import OTEL_PYTHON_CONFIGURATOR
+from opentelemetry.sdk._configuration import _BaseConfigurator
+
+from reasonflow_otel.sdk import configure_sdk
+from reasonflow_otel.settings import load_settings
+
+
+class ReasonflowDistro(BaseDistro):
+    """Selects our configurator; instrumentors are found by their entry points."""
+
+    def _configure(self, **kwargs: Any) -> None:
+        os.environ.setdefault(OTEL_PYTHON_CONFIGURATOR, "reasonflow")
+
+
+class ReasonflowConfigurator(_BaseConfigurator):
+    """The same SDK setup as ``reasonflow_otel.instrument()``, from the environment."""
+
+    def _configure(self, **kwargs: Any) -> None:
+        configure_sdk(load_settings())

@@ -1,0 +1,485 @@
+"""Engine-neutral recording of workflow runs as spans and metric points.
+
+An engine adapter describes *what* runs (a :class:`NodeInfo`, a
+:class:`FlowGraph`) and calls the recorder at the edges of each run; the
+recorder owns *how* that becomes telemetry: span names and parents, attributes,
+statuses, events and metrics. No adapter builds a span or records a metric
+itself, so every engine emits the same telemetry.
+
+Every public method here is called from inside the application's workflow and
+must never raise: failures go to :func:`guard.report_internal_error`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from asyncio import CancelledError
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry import context, trace
+from opentelemetry.metrics import Meter
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
+
+from reasonflow_otel import semconv
+from reasonflow_otel.guard import report_internal_error
+from reasonflow_otel.resources import ResourceProbe, Usage, make_probe
+from reasonflow_otel.settings import Settings
+
+_RUN_KEY = context.create_key("reasonflow-otel-run")
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """What an engine runs, computed once per node class and name."""
+
+    engine: str
+    name: str
+    class_name: str
+    kind: str
+    is_flow: bool
+    span_name: str = field(init=False)
+    attributes: Mapping[str, Any] = field(init=False)
+    flow_metric_attributes: Mapping[str, Any] = field(init=False)
+
+    def __post_init__(self) -> None:
+        attributes = {
+            semconv.ENGINE: self.engine,
+            semconv.NODE_NAME: self.name,
+            semconv.NODE_CLASS: self.class_name,
+            semconv.NODE_KIND: self.kind,
+        }
+        if self.is_flow:
+            attributes[semconv.GEN_AI_OPERATION_NAME] = semconv.OPERATION_INVOKE_WORKFLOW
+            attributes[semconv.GEN_AI_WORKFLOW_NAME] = self.name
+        span_name = semconv.flow_span_name(self.name) if self.is_flow else self.name
+        flow_metric_attributes = {
+            semconv.ENGINE: self.engine,
+            semconv.GEN_AI_WORKFLOW_NAME: self.name,
+        }
+        object.__setattr__(self, "span_name", span_name)
+        object.__setattr__(self, "attributes", attributes)
+        object.__setattr__(self, "flow_metric_attributes", flow_metric_attributes)
+
+
+@dataclass(frozen=True)
+class GraphNode:
+    key: Hashable
+    name: str
+    class_name: str
+
+
+@dataclass(frozen=True)
+class FlowGraph:
+    """A flow's static graph: nodes in discovery order and labelled edges."""
+
+    nodes: tuple[GraphNode, ...]
+    edges: tuple[tuple[Hashable, Hashable, str], ...]
+
+    def node_ids(self) -> dict[Hashable, str]:
+        return {node.key: str(index) for index, node in enumerate(self.nodes)}
+
+    def to_json(self, max_length: int) -> str:
+        """Compact JSON, shortened by whole nodes (never cut mid-JSON) to fit."""
+        kept = len(self.nodes)
+        while True:
+            text = self._json(kept)
+            if len(text) <= max_length or kept == 0:
+                return text if len(text) <= max_length else ""
+            kept //= 2
+
+    def _json(self, kept: int) -> str:
+        ids = self.node_ids()
+        nodes = self.nodes[:kept]
+        kept_keys = {node.key for node in nodes}
+        document: dict[str, Any] = {
+            "nodes": [{"id": ids[n.key], "name": n.name, "class": n.class_name} for n in nodes],
+            "edges": [
+                {"source": ids[source], "target": ids[target], "action": action}
+                for source, target, action in self.edges
+                if source in kept_keys and target in kept_keys
+            ],
+        }
+        if kept < len(self.nodes):
+            document["truncated"] = True
+            document["node_count"] = len(self.nodes)
+        return json.dumps(document, separators=(",", ":"))
+
+
+class Run:
+    """One flow, node or batch-item run in progress."""
+
+    __slots__ = (
+        "attempts",
+        "batch_size",
+        "end_attributes",
+        "exec_ended",
+        "exec_started",
+        "fallback",
+        "flow_name",
+        "info",
+        "is_item",
+        "metric_attributes",
+        "next_item_index",
+        "node_ids",
+        "owner",
+        "parent",
+        "span",
+        "started",
+        "token",
+        "usage",
+    )
+
+    def __init__(
+        self, info: NodeInfo, parent: Run | None, flow_name: str | None, is_item: bool = False
+    ) -> None:
+        self.info = info
+        self.is_item = is_item
+        self.owner: object = None
+        self.parent = parent
+        self.flow_name = flow_name
+        self.span: trace.Span = trace.INVALID_SPAN
+        self.token: object | None = None
+        self.node_ids: dict[Hashable, str] | None = None
+        self.metric_attributes: Mapping[str, Any] | None = None
+        self.started = 0.0
+        self.usage: Usage | None = None
+        self.exec_started: float | None = None
+        self.exec_ended: float | None = None
+        self.attempts = 0
+        self.fallback = False
+        self.batch_size: int | None = None
+        self.next_item_index = 0
+        self.end_attributes: dict[str, Any] = {}
+
+    @property
+    def is_node(self) -> bool:
+        """Runs as a step of a flow (or alone): a flow nested in a flow is both."""
+        return not self.is_item and (not self.info.is_flow or self.parent is not None)
+
+    @property
+    def is_flow(self) -> bool:
+        return self.info.is_flow and not self.is_item
+
+
+def current_run() -> Run | None:
+    """The innermost flow, node or item running in this context."""
+    return context.get_value(_RUN_KEY)  # type: ignore[return-value]
+
+
+class Recorder:
+    """Turns run edges into spans and metric points for one engine."""
+
+    def __init__(self, tracer: Tracer, meter: Meter, settings: Settings) -> None:
+        self._tracer = tracer
+        self._settings = settings
+        self._probe: ResourceProbe = make_probe(settings.resource_probe)
+        self._metric_attributes: dict[tuple[str | None, str], Mapping[str, Any]] = {}
+        self._create_instruments(meter)
+
+    def _create_instruments(self, meter: Meter) -> None:
+        self._flow_duration = meter.create_histogram(
+            semconv.METRIC_FLOW_DURATION, unit="s", description="Duration of flow runs."
+        )
+        self._node_duration = meter.create_histogram(
+            semconv.METRIC_NODE_DURATION, unit="s", description="Duration of node runs."
+        )
+        self._retries = meter.create_counter(
+            semconv.METRIC_NODE_RETRIES,
+            unit="{attempt}",
+            description="Node attempts that failed and were retried.",
+        )
+        self._fallbacks = meter.create_counter(
+            semconv.METRIC_NODE_FALLBACKS,
+            unit="{fallback}",
+            description="Node runs whose result came from the fallback.",
+        )
+        self._active = meter.create_up_down_counter(
+            semconv.METRIC_NODE_ACTIVE, unit="{node}", description="Node runs in progress."
+        )
+        self._cpu_time = meter.create_histogram(
+            semconv.METRIC_NODE_CPU_TIME, unit="s", description="CPU time used by node runs."
+        )
+        self._memory_growth = meter.create_histogram(
+            semconv.METRIC_NODE_MEMORY_GROWTH,
+            unit="By",
+            description="Rise of the process's peak memory during node runs.",
+        )
+
+    # --- Starting runs ---------------------------------------------------------
+
+    def start(
+        self,
+        info: NodeInfo,
+        owner: object,
+        *,
+        node_key: Hashable = None,
+        start_attributes: Mapping[str, Any] | None = None,
+        graph: Callable[[], FlowGraph] | None = None,
+    ) -> Run | None:
+        """Open a span for a flow or node run and make it current."""
+        try:
+            parent_context = context.get_current()
+            parent: Run | None = parent_context.get(_RUN_KEY)  # type: ignore[assignment]
+            flow_name = info.name if info.is_flow else (parent.flow_name if parent else None)
+            run = Run(info, parent, flow_name)
+            run.owner = owner
+            attributes = dict(info.attributes)
+            if start_attributes:
+                attributes.update(start_attributes)
+            if parent is not None and parent.node_ids is not None:
+                node_id = parent.node_ids.get(node_key)
+                if node_id is not None:
+                    attributes[semconv.NODE_ID] = node_id
+            self._open(run, parent_context, attributes)
+            if graph is not None and run.span.is_recording():
+                self._describe_graph(run, graph())
+            if run.is_node:
+                run.metric_attributes = self._node_metric_attributes(info, parent)
+                self._active.add(1, run.metric_attributes)
+                run.usage = self._probe.read()
+            return run
+        except Exception as error:  # never let telemetry break the workflow
+            report_internal_error("starting a run", error)
+            return None
+
+    def start_item(self, parent: Run, params: Mapping[str, Any] | None = None) -> Run | None:
+        """Open a child span for one batch item or one parameter set of a batch flow."""
+        try:
+            index = parent.next_item_index
+            parent.next_item_index += 1
+            run = Run(parent.info, parent, parent.flow_name, is_item=True)
+            run.owner, run.node_ids = parent.owner, parent.node_ids
+            attributes = {
+                semconv.ENGINE: parent.info.engine,
+                semconv.NODE_NAME: parent.info.name,
+                semconv.BATCH_INDEX: index,
+            }
+            if params:
+                attributes.update(params_attributes(params, self._settings.capture_max_length))
+            if parent.info.is_flow:
+                attributes[semconv.GEN_AI_WORKFLOW_NAME] = parent.info.name
+            self._open(run, context.get_current(), attributes, f"{parent.info.name} item")
+            run.metric_attributes = parent.metric_attributes or self._node_metric_attributes(
+                parent.info, parent.parent
+            )
+            return run
+        except Exception as error:
+            report_internal_error("starting a batch item", error)
+            return None
+
+    def _open(
+        self,
+        run: Run,
+        parent_context: context.Context,
+        attributes: dict[str, Any],
+        span_name: str | None = None,
+    ) -> None:
+        run.span = self._tracer.start_span(
+            span_name or run.info.span_name,
+            context=parent_context,
+            kind=SpanKind.INTERNAL,
+            attributes=attributes,
+        )
+        run_context = context.set_value(
+            _RUN_KEY, run, trace.set_span_in_context(run.span, parent_context)
+        )
+        run.token = context.attach(run_context)
+        run.started = time.perf_counter()
+
+    def _describe_graph(self, run: Run, graph: FlowGraph) -> None:
+        run.node_ids = graph.node_ids()
+        text = graph.to_json(self._settings.graph_max_length)
+        if text:
+            run.span.set_attribute(semconv.FLOW_GRAPH, text)
+
+    def _node_metric_attributes(self, info: NodeInfo, parent: Run | None) -> Mapping[str, Any]:
+        """Low-cardinality attributes for a node's metric points, built once per place."""
+        flow_name = parent.flow_name if parent else None
+        key = (flow_name, info.name)
+        attributes = self._metric_attributes.get(key)
+        if attributes is None:
+            attributes = {semconv.ENGINE: info.engine, semconv.NODE_NAME: info.name}
+            if flow_name is not None:
+                attributes[semconv.GEN_AI_WORKFLOW_NAME] = flow_name
+            self._metric_attributes[key] = attributes
+        return attributes
+
+    # --- Events during a run ----------------------------------------------------
+
+    def exec_started(self, run: Run) -> None:
+        if run.exec_started is None:
+            run.exec_started = time.perf_counter()
+
+    def exec_ended(self, run: Run) -> None:
+        run.exec_ended = time.perf_counter()
+
+    def attempt_failed(self, run: Run, attempt: int, error: BaseException) -> None:
+        """An attempt raised and will be retried: an event, not an error status."""
+        try:
+            run.attempts = attempt
+            self._retries.add(1, run.metric_attributes)
+            if run.span.is_recording():
+                run.span.add_event(
+                    semconv.EVENT_RETRY,
+                    {
+                        semconv.ATTEMPT: attempt,
+                        semconv.ERROR_TYPE: type(error).__qualname__,
+                        semconv.EXCEPTION_MESSAGE: str(error),
+                    },
+                )
+        except Exception as internal:
+            report_internal_error("recording a retry", internal)
+
+    def fallback_used(self, run: Run, attempts: int, error: BaseException) -> None:
+        """Every attempt failed and the fallback runs: the run may still succeed."""
+        try:
+            run.attempts = attempts
+            run.fallback = True
+            self._fallbacks.add(1, run.metric_attributes)
+            if run.span.is_recording():
+                run.span.add_event(
+                    semconv.EVENT_FALLBACK,
+                    {
+                        semconv.ATTEMPT: attempts,
+                        semconv.ERROR_TYPE: type(error).__qualname__,
+                        semconv.EXCEPTION_MESSAGE: str(error),
+                    },
+                )
+        except Exception as internal:
+            report_internal_error("recording a fallback", internal)
+
+    def succeeded_after(self, run: Run, attempts: int) -> None:
+        run.attempts = attempts
+
+    # --- Ending runs --------------------------------------------------------------
+
+    def finish(
+        self,
+        run: Run,
+        *,
+        error: BaseException | None = None,
+        action: str | None = None,
+        successor: str | None = None,
+    ) -> None:
+        """Close the run's span, restore the context and record its metrics."""
+        try:
+            ended = time.perf_counter()
+            duration = ended - run.started
+            error_type = _error_type(error)
+            usage = self._probe.used_since(run.usage) if run.usage is not None else None
+            if run.span.is_recording():
+                self._end_attributes(run, ended, usage, action, successor)
+                if error is not None:
+                    _mark_failed(run.span, error, error_type)
+                run.span.set_attributes(run.end_attributes)
+            self._record_metrics(run, duration, error_type, usage)
+        except Exception as internal:
+            report_internal_error("finishing a run", internal)
+        finally:
+            self._close(run)
+
+    def _close(self, run: Run) -> None:
+        try:
+            if run.token is not None:
+                context.detach(run.token)
+            run.span.end()
+        except Exception as internal:
+            report_internal_error("closing a span", internal)
+
+    def _end_attributes(
+        self,
+        run: Run,
+        ended: float,
+        usage: Usage | None,
+        action: str | None,
+        successor: str | None,
+    ) -> None:
+        attributes = run.end_attributes
+        if action is not None:
+            attributes[semconv.NODE_ACTION] = action
+        if successor is not None:
+            attributes[semconv.NODE_SUCCESSOR] = successor
+        if run.attempts:
+            attributes[semconv.NODE_ATTEMPTS] = run.attempts
+            attributes[semconv.NODE_FALLBACK] = run.fallback
+        if run.batch_size is not None:
+            attributes[semconv.BATCH_SIZE] = run.batch_size
+        if usage is not None:
+            attributes[semconv.NODE_CPU_TIME] = usage.cpu_seconds
+            attributes[semconv.NODE_MEMORY_GROWTH] = usage.memory_bytes
+        if run.exec_started is not None and run.exec_ended is not None:
+            phases = {
+                "prep": (run.started, run.exec_started),
+                "exec": (run.exec_started, run.exec_ended),
+                "post": (run.exec_ended, ended),
+            }
+            for phase, (start, end) in phases.items():
+                attributes[f"reasonflow.node.{phase}.duration"] = end - start
+            if self._settings.phase_spans:
+                self._phase_spans(run, phases)
+
+    def _phase_spans(self, run: Run, phases: dict[str, tuple[float, float]]) -> None:
+        """Phase spans drawn after the fact from the measured boundaries."""
+        origin_ns = run.span.start_time or time.time_ns()  # type: ignore[attr-defined]
+        parent = trace.set_span_in_context(run.span)
+        for phase, (start, end) in phases.items():
+            span = self._tracer.start_span(
+                phase,
+                context=parent,
+                attributes={semconv.ENGINE: run.info.engine, semconv.NODE_NAME: run.info.name},
+                start_time=origin_ns + int((start - run.started) * 1e9),
+            )
+            span.end(end_time=origin_ns + int((end - run.started) * 1e9))
+
+    def _record_metrics(
+        self, run: Run, duration: float, error_type: str | None, usage: Usage | None
+    ) -> None:
+        if run.is_flow:
+            self._flow_duration.record(
+                duration, _with_error(run.info.flow_metric_attributes, error_type)
+            )
+        if not run.is_node or run.metric_attributes is None:
+            return
+        self._active.add(-1, run.metric_attributes)
+        attributes = _with_error(run.metric_attributes, error_type)
+        self._node_duration.record(duration, attributes)
+        if usage is not None:
+            self._cpu_time.record(usage.cpu_seconds, attributes)
+            self._memory_growth.record(max(usage.memory_bytes, 0), attributes)
+
+
+def _with_error(attributes: Mapping[str, Any], error_type: str | None) -> Mapping[str, Any]:
+    return attributes if error_type is None else {**attributes, semconv.ERROR_TYPE: error_type}
+
+
+def _error_type(error: BaseException | None) -> str | None:
+    if error is None or isinstance(error, CancelledError):
+        return None
+    return type(error).__qualname__
+
+
+def _mark_failed(span: trace.Span, error: BaseException, error_type: str | None) -> None:
+    if isinstance(error, CancelledError):
+        span.set_attribute(semconv.CANCELLED, True)
+        return
+    span.record_exception(error, escaped=True)
+    span.set_status(Status(StatusCode.ERROR, f"{error_type}: {error}"))
+    span.set_attribute(semconv.ERROR_TYPE, error_type or "_OTHER")
+
+
+def params_attributes(params: Mapping[str, Any], max_length: int) -> dict[str, Any]:
+    """Node or batch parameters as ``reasonflow.params.<key>`` attributes."""
+    return {
+        semconv.PARAMS_PREFIX + str(key): _primitive(value, max_length)
+        for key, value in params.items()
+    }
+
+
+def _primitive(value: Any, max_length: int) -> Any:
+    if isinstance(value, (bool, int, float)):
+        return value
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= max_length else text[:max_length] + "…"

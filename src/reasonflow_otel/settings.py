@@ -1,0 +1,262 @@
+"""Every ``REASONFLOW_OTEL_*`` setting, parsed and validated in one place.
+
+Each setting is read from the environment, or given as a keyword to
+``reasonflow_otel.instrument(**options)`` under its field name (the variable
+name without the prefix, lower case). A malformed value never raises: it
+produces one warning naming the variable and the default that is used instead.
+Standard ``OTEL_*`` variables are left to the OpenTelemetry SDK wherever it
+reads them itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+_logger = logging.getLogger(__name__)
+
+PREFIX = "REASONFLOW_OTEL_"
+
+# Bucket boundaries in seconds for workflow durations: 1 ms to 10 minutes,
+# dense around the 5-120 s range where LLM calls land.
+DEFAULT_DURATION_BUCKETS = (
+    0.001,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    20.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+)
+
+RESOURCE_PROBES = ("none", "rusage", "psutil")
+CAPTURE_PHASES = ("prep", "exec", "post", "shared")
+
+
+class SettingError(ValueError):
+    """A value that does not parse; the message says what was expected."""
+
+
+# --- Parsers: text -> value, raising SettingError with a readable reason. ---------
+
+
+def parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise SettingError("expected true or false")
+
+
+def parse_positive_int(text: str) -> int:
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise SettingError("expected a whole number") from None
+    if value <= 0:
+        raise SettingError("expected a number above 0")
+    return value
+
+
+def parse_ratio(text: str) -> float:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise SettingError("expected a number from 0 to 1") from None
+    if not 0.0 <= value <= 1.0:
+        raise SettingError("expected a number from 0 to 1")
+    return value
+
+
+def parse_names(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def parse_ratios(text: str) -> Mapping[str, float]:
+    """``FlowA=0.01,FlowB=1`` -> ``{"FlowA": 0.01, "FlowB": 1.0}``."""
+    ratios: dict[str, float] = {}
+    for item in parse_names(text):
+        name, sep, ratio = item.partition("=")
+        if not sep or not name.strip():
+            raise SettingError(f"expected FlowName=ratio pairs, got {item!r}")
+        ratios[name.strip()] = parse_ratio(ratio)
+    return MappingProxyType(ratios)
+
+
+def parse_buckets(text: str) -> tuple[float, ...]:
+    try:
+        buckets = tuple(float(part) for part in parse_names(text))
+    except ValueError:
+        raise SettingError("expected comma-separated numbers of seconds") from None
+    if not buckets or any(not math.isfinite(b) or b < 0 for b in buckets):
+        raise SettingError("expected finite, non-negative numbers")
+    if list(buckets) != sorted(set(buckets)):
+        raise SettingError("expected strictly increasing numbers")
+    return buckets
+
+
+def choice(*allowed: str) -> Callable[[str], str]:
+    def parse_choice(text: str) -> str:
+        value = text.strip().lower()
+        if value not in allowed:
+            raise SettingError(f"expected one of {', '.join(allowed)}")
+        return value
+
+    return parse_choice
+
+
+def subset_of(*allowed: str) -> Callable[[str], tuple[str, ...]]:
+    def parse_subset(text: str) -> tuple[str, ...]:
+        values = tuple(name.lower() for name in parse_names(text))
+        unknown = [value for value in values if value not in allowed]
+        if unknown:
+            raise SettingError(
+                f"unknown {', '.join(unknown)}; expected some of {', '.join(allowed)}"
+            )
+        return values
+
+    return parse_subset
+
+
+def parse_path(text: str) -> Path:
+    if not text.strip():
+        raise SettingError("expected a file path")
+    return Path(text.strip()).expanduser()
+
+
+def _setting(default: Any, parse: Callable[[str], Any], help: str) -> Any:
+    metadata = {"parse": parse, "help": help}
+    if isinstance(default, Mapping):  # read-only, but dataclasses want a factory
+        return field(default_factory=lambda: default, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated settings; build it with :func:`load_settings`."""
+
+    # Spans
+    phase_spans: bool = _setting(False, parse_bool, "Child spans for prep, exec and post.")
+    graph_max_length: int = _setting(
+        4096, parse_positive_int, "Longest flow-graph attribute, in characters."
+    )
+    # Metrics
+    duration_buckets: tuple[float, ...] = _setting(
+        DEFAULT_DURATION_BUCKETS, parse_buckets, "Histogram buckets for durations, in seconds."
+    )
+    drop_metrics: tuple[str, ...] = _setting(
+        (), parse_names, "Metric names to drop (comma-separated)."
+    )
+    resource_probe: str = _setting(
+        "rusage",
+        choice(*RESOURCE_PROBES),
+        "Per-node resource probe: none, rusage (CPU time, peak RSS; cheap) or psutil.",
+    )
+    process_metrics: bool = _setting(True, parse_bool, "Process metrics via system-metrics.")
+    # Sampling
+    sampling_ratios: Mapping[str, float] = _setting(
+        MappingProxyType({}), parse_ratios, "Per-flow sampling ratios, e.g. Chatty=0.01,Rare=1."
+    )
+    # Context propagation
+    baggage_keys: tuple[str, ...] = _setting(
+        (), parse_names, "Baggage entries copied onto flow and node spans."
+    )
+    baggage_hash_keys: tuple[str, ...] = _setting(
+        (), parse_names, "Baggage entries copied as a SHA-256 hash, not the value."
+    )
+    # Local, backend-free output
+    trace_file: Path = _setting(
+        Path(".reasonflow-otel/traces.jsonl"),
+        parse_path,
+        "Local OTLP JSON lines file used when no OTLP endpoint is set.",
+    )
+    console: bool = _setting(False, parse_bool, "Print each finished trace as a tree.")
+    # Payload capture (off by default)
+    capture: tuple[str, ...] = _setting(
+        (), subset_of(*CAPTURE_PHASES), "Payloads to record: prep, exec, post, shared."
+    )
+    capture_max_length: int = _setting(
+        1024, parse_positive_int, "Longest captured value, in characters."
+    )
+    capture_shared_keys: tuple[str, ...] = _setting(
+        (), parse_names, "Shared-store keys to capture (empty: all)."
+    )
+    exclude_shared_keys: tuple[str, ...] = _setting(
+        (), parse_names, "Shared-store keys never captured."
+    )
+    redact_patterns: tuple[str, ...] = _setting(
+        (), parse_names, "Extra regular expressions whose matches are redacted."
+    )
+
+    @classmethod
+    def env_name(cls, field_name: str) -> str:
+        return PREFIX + field_name.upper()
+
+
+def setting_docs() -> list[tuple[str, str, str]]:
+    """(variable, default, help) for every setting, for docs and the CLI."""
+    defaults = Settings()
+    return [
+        (Settings.env_name(f.name), _show(getattr(defaults, f.name)), f.metadata["help"])
+        for f in fields(Settings)
+    ]
+
+
+def load_settings(
+    options: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Settings from ``options`` (keywords) over the environment over defaults."""
+    environ = os.environ if environ is None else environ
+    options = dict(options or {})
+    defaults = Settings()
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        name = Settings.env_name(f.name)
+        if f.name in options:
+            raw, source = options.pop(f.name), f"instrument({f.name}=...)"
+        elif name in environ:
+            raw, source = environ[name], name
+        else:
+            continue
+        try:
+            values[f.name] = f.metadata["parse"](raw if isinstance(raw, str) else _show(raw))
+        except SettingError as error:
+            _logger.warning(
+                "reasonflow-otel: ignoring %s=%r (%s); using the default %s",
+                source,
+                raw,
+                error,
+                _show(getattr(defaults, f.name)),
+            )
+    for unknown in options:
+        _logger.warning("reasonflow-otel: ignoring unknown option %r", unknown)
+    return Settings(**values)
+
+
+def _show(value: Any) -> str:
+    """A value as it would be written in the environment."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (tuple, list)):
+        return ",".join(_show(v) for v in value)
+    if isinstance(value, Mapping):
+        return ",".join(f"{k}={v}" for k, v in value.items())
+    return str(value)
