@@ -266,7 +266,7 @@ class _PocketFlowAdapter:
 
     def _retry_loop(self, run: Run, node: Any, prep_res: Any) -> Any:
         """``Node._exec`` statement for statement, with the recorder told of each attempt."""
-        for node.cur_retry in range(node.max_retries):
+        for node.cur_retry in range(node.max_retries):  # noqa: B020 (as the engine does)
             try:
                 result = node.exec(prep_res)
             except Exception as error:

@@ -1,0 +1,89 @@
+"""Shared fixtures: real SDK providers with in-memory exporters, real PocketFlow."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import Sampler
+
+from reasonflow_otel.instrumentation.pocketflow import PocketFlowInstrumentor
+from reasonflow_otel.settings import load_settings
+from reasonflow_otel.views import build_views
+
+
+@dataclass
+class Telemetry:
+    """What one instrumented test run exported."""
+
+    exporter: InMemorySpanExporter
+    reader: InMemoryMetricReader
+    tracer_provider: TracerProvider
+    meter_provider: MeterProvider
+
+    def spans(self) -> list[ReadableSpan]:
+        return list(self.exporter.get_finished_spans())
+
+    def span(self, name: str) -> ReadableSpan:
+        """The one finished span with this name (fails if there are none or several)."""
+        matches = [span for span in self.spans() if span.name == name]
+        assert len(matches) == 1, f"expected one span {name!r}, got {len(matches)}"
+        return matches[0]
+
+    def children(self, parent: ReadableSpan) -> list[ReadableSpan]:
+        """Direct children of ``parent``, in start order."""
+        kids = [
+            span
+            for span in self.spans()
+            if span.parent is not None and span.parent.span_id == parent.context.span_id
+        ]
+        return sorted(kids, key=lambda span: span.start_time or 0)
+
+    def metric_points(self, name: str) -> list[Any]:
+        """Data points of one metric from a fresh collection (empty if none)."""
+        data = self.reader.get_metrics_data()
+        if data is None:
+            return []
+        return [
+            point
+            for resource_metrics in data.resource_metrics
+            for scope_metrics in resource_metrics.scope_metrics
+            for metric in scope_metrics.metrics
+            if metric.name == name
+            for point in metric.data.data_points
+        ]
+
+
+@pytest.fixture
+def make_telemetry() -> Iterator[Callable[..., Telemetry]]:
+    """Instrument PocketFlow with given settings (keywords) and optional sampler."""
+    instrumentor = PocketFlowInstrumentor()
+
+    def make(sampler: Sampler | None = None, **options: Any) -> Telemetry:
+        settings = load_settings(options, environ={})
+        exporter = InMemorySpanExporter()
+        tracer_provider = TracerProvider(sampler=sampler) if sampler else TracerProvider()
+        tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+        reader = InMemoryMetricReader()
+        meter_provider = MeterProvider(metric_readers=[reader], views=build_views(settings))
+        instrumentor.instrument(
+            tracer_provider=tracer_provider, meter_provider=meter_provider, settings=settings
+        )
+        return Telemetry(exporter, reader, tracer_provider, meter_provider)
+
+    yield make
+    if instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.uninstrument()
+
+
+@pytest.fixture
+def telemetry(make_telemetry: Callable[..., Telemetry]) -> Telemetry:
+    """PocketFlow instrumented with default settings."""
+    return make_telemetry()
