@@ -12,6 +12,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.sampling import Sampler
 
 from reasonflow_otel.instrumentation.pocketflow import PocketFlowInstrumentor
@@ -63,13 +64,15 @@ class Telemetry:
 
 @pytest.fixture
 def make_telemetry() -> Iterator[Callable[..., Telemetry]]:
-    """Instrument PocketFlow with given settings (keywords) and optional sampler."""
+    """Instrument PocketFlow with given settings (keywords), optional sampler and id generator."""
     instrumentor = PocketFlowInstrumentor()
 
-    def make(sampler: Sampler | None = None, **options: Any) -> Telemetry:
+    def make(
+        sampler: Sampler | None = None, id_generator: IdGenerator | None = None, **options: Any
+    ) -> Telemetry:
         settings = load_settings(options, environ={})
         exporter = InMemorySpanExporter()
-        tracer_provider = TracerProvider(sampler=sampler) if sampler else TracerProvider()
+        tracer_provider = TracerProvider(sampler=sampler, id_generator=id_generator)
         tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
         reader = InMemoryMetricReader()
         meter_provider = MeterProvider(metric_readers=[reader], views=build_views(settings))

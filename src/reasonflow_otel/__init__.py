@@ -13,21 +13,35 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
-import os
 import threading
 from typing import Any
 
-from opentelemetry.instrumentation.environment_variables import (
-    OTEL_PYTHON_DISABLED_INSTRUMENTATIONS,
-)
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
+import reasonflow_otel.preflight  # noqa: F401  (first: checks OTEL_* before the SDK reads them)
 from reasonflow_otel.guard import report_internal_error
+from reasonflow_otel.process_metrics import start_process_metrics
+from reasonflow_otel.propagation import (
+    child_environment,
+    continue_trace,
+    continue_trace_from_environment,
+    extract,
+    inject,
+)
 from reasonflow_otel.sdk import SdkSetup, configure_sdk
-from reasonflow_otel.settings import load_settings
+from reasonflow_otel.settings import instrumentation_disabled, load_settings
 from reasonflow_otel.version import __version__
 
-__all__ = ["__version__", "instrument", "instrumented_engines", "uninstrument"]
+__all__ = [
+    "__version__",
+    "child_environment",
+    "continue_trace",
+    "extract",
+    "inject",
+    "instrument",
+    "instrumented_engines",
+    "uninstrument",
+]
 
 _logger = logging.getLogger(__name__)
 
@@ -62,10 +76,12 @@ def instrument(
         try:
             settings = load_settings(options)
             _setup = configure_sdk(settings, service_name)
+            continue_trace_from_environment()
             providers = {
                 "tracer_provider": tracer_provider or _setup.tracer_provider,
                 "meter_provider": meter_provider or _setup.meter_provider,
             }
+            start_process_metrics(settings, providers["meter_provider"])
             for instrumentor in _installed_instrumentors():
                 if instrumentor.is_instrumented_by_opentelemetry:
                     continue  # instrumented already, e.g. by opentelemetry-instrument
@@ -89,19 +105,19 @@ def instrumented_engines() -> list[str]:
 
 
 def _installed_instrumentors() -> list[BaseInstrumentor]:
-    """Our engine instrumentors plus threading, minus the disabled ones."""
-    disabled = {
-        name.strip()
-        for name in os.environ.get(OTEL_PYTHON_DISABLED_INSTRUMENTATIONS, "").split(",")
-    }
+    """Our engine instrumentors plus threading and logging, minus the disabled ones."""
     instrumentors: list[BaseInstrumentor] = []
     for engine, target in ENGINES.items():
-        if engine in disabled or importlib.util.find_spec(engine) is None:
+        if instrumentation_disabled(engine) or importlib.util.find_spec(engine) is None:
             continue
         module_name, _, class_name = target.partition(":")
         instrumentors.append(getattr(importlib.import_module(module_name), class_name)())
-    if "threading" not in disabled:
+    if not instrumentation_disabled("threading"):
         from opentelemetry.instrumentation.threading import ThreadingInstrumentor
 
         instrumentors.append(ThreadingInstrumentor())
+    if not instrumentation_disabled("logging"):
+        from opentelemetry.instrumentation.logging import LoggingInstrumentor
+
+        instrumentors.append(LoggingInstrumentor())  # logging records -> OTel logs
     return instrumentors

@@ -15,6 +15,8 @@ from opentelemetry.instrumentation.distro import BaseDistro
 from opentelemetry.instrumentation.environment_variables import OTEL_PYTHON_CONFIGURATOR
 from opentelemetry.sdk._configuration import _BaseConfigurator
 
+from reasonflow_otel import process_metrics
+from reasonflow_otel.propagation import continue_trace_from_environment
 from reasonflow_otel.sdk import configure_sdk
 from reasonflow_otel.settings import load_settings
 
@@ -25,9 +27,19 @@ class ReasonflowDistro(BaseDistro):
     def _configure(self, **kwargs: Any) -> None:
         os.environ.setdefault(OTEL_PYTHON_CONFIGURATOR, "reasonflow")
 
+    def load_instrumentor(self, entry_point: Any, **kwargs: Any) -> None:
+        """The contrib's system-metrics entry point starts our curated set, once."""
+        if entry_point.name == process_metrics.ENTRY_POINT:
+            process_metrics.start_process_metrics(load_settings())
+            return
+        super().load_instrumentor(entry_point, **kwargs)
+
 
 class ReasonflowConfigurator(_BaseConfigurator):
     """The same SDK setup as ``reasonflow_otel.instrument()``, from the environment."""
 
     def _configure(self, **kwargs: Any) -> None:
-        configure_sdk(load_settings())
+        settings = load_settings()
+        setup = configure_sdk(settings)
+        continue_trace_from_environment()
+        process_metrics.start_process_metrics(settings, setup.meter_provider)

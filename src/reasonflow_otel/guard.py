@@ -8,8 +8,10 @@ its traceback) and counted; the workflow goes on.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections import Counter
+from typing import Any
 
 _logger = logging.getLogger("reasonflow_otel")
 _lock = threading.Lock()
@@ -35,3 +37,23 @@ def internal_error_counts() -> dict[tuple[str, str], int]:
     """How many internal errors of each (place, type) were caught so far."""
     with _lock:
         return dict(_seen)
+
+
+def safe_str(value: Any) -> str:
+    """``str(value)``, or a stand-in naming its type when ``__str__`` raises."""
+    if isinstance(value, str):
+        return value
+    try:
+        return str(value)
+    except Exception:
+        return f"<unprintable {type(value).__qualname__}>"
+
+
+def _renew_lock_in_child() -> None:
+    """A lock another thread held at fork() time would stay locked in the child forever."""
+    global _lock
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_renew_lock_in_child)

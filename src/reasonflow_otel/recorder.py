@@ -24,11 +24,19 @@ from opentelemetry.metrics import Meter
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 from reasonflow_otel import semconv
-from reasonflow_otel.guard import report_internal_error
+from reasonflow_otel.capture import Capture
+from reasonflow_otel.guard import report_internal_error, safe_str
+from reasonflow_otel.in_flight import InFlight, in_flight_gauge
+from reasonflow_otel.propagation import baggage_attributes, baggage_selection, inherited_context
 from reasonflow_otel.resources import ResourceProbe, Usage, make_probe
 from reasonflow_otel.settings import Settings
 
 _RUN_KEY = context.create_key("reasonflow-otel-run")
+_CAPTURE_ATTRIBUTES = {
+    "prep": semconv.NODE_PREP_RESULT,
+    "exec": semconv.NODE_EXEC_RESULT,
+    "post": semconv.NODE_POST_RESULT,
+}
 
 
 @dataclass(frozen=True)
@@ -119,6 +127,7 @@ class Run:
         "exec_started",
         "fallback",
         "flow_name",
+        "in_flight",
         "info",
         "is_item",
         "metric_attributes",
@@ -144,6 +153,7 @@ class Run:
         self.token: object | None = None
         self.node_ids: dict[Hashable, str] | None = None
         self.metric_attributes: Mapping[str, Any] | None = None
+        self.in_flight: InFlight | None = None
         self.started = 0.0
         self.usage: Usage | None = None
         self.exec_started: float | None = None
@@ -176,7 +186,9 @@ class Recorder:
         self._tracer = tracer
         self._settings = settings
         self._probe: ResourceProbe = make_probe(settings.resource_probe)
-        self._metric_attributes: dict[tuple[str | None, str], Mapping[str, Any]] = {}
+        self._baggage = baggage_selection(settings)
+        self._capture = Capture(settings)
+        self.captured_phases = self._capture.phases  # adapters skip capture work when empty
         self._create_instruments(meter)
 
     def _create_instruments(self, meter: Meter) -> None:
@@ -189,23 +201,23 @@ class Recorder:
         self._retries = meter.create_counter(
             semconv.METRIC_NODE_RETRIES,
             unit="{attempt}",
-            description="Node attempts that failed and were retried.",
+            description="Node attempts that failed and were retried, by the error raised.",
         )
         self._fallbacks = meter.create_counter(
             semconv.METRIC_NODE_FALLBACKS,
             unit="{fallback}",
-            description="Node runs whose result came from the fallback.",
+            description="Node runs whose result came from the fallback, by the error raised.",
         )
-        self._active = meter.create_up_down_counter(
-            semconv.METRIC_NODE_ACTIVE, unit="{node}", description="Node runs in progress."
-        )
+        self._in_flight = in_flight_gauge(meter)
         self._cpu_time = meter.create_histogram(
-            semconv.METRIC_NODE_CPU_TIME, unit="s", description="CPU time used by node runs."
+            semconv.METRIC_NODE_CPU_TIME,
+            unit="s",
+            description="CPU time of the thread running the node (async: the event loop's).",
         )
         self._memory_growth = meter.create_histogram(
             semconv.METRIC_NODE_MEMORY_GROWTH,
             unit="By",
-            description="Rise of the process's peak memory during node runs.",
+            description="Growth of the process's peak RSS during node runs (psutil probe: of RSS).",
         )
 
     # --- Starting runs ---------------------------------------------------------
@@ -220,13 +232,18 @@ class Recorder:
         graph: Callable[[], FlowGraph] | None = None,
     ) -> Run | None:
         """Open a span for a flow or node run and make it current."""
+        run: Run | None = None
         try:
             parent_context = context.get_current()
             parent: Run | None = parent_context.get(_RUN_KEY)  # type: ignore[assignment]
+            if parent is None:
+                parent_context = inherited_context(parent_context)
             flow_name = info.name if info.is_flow else (parent.flow_name if parent else None)
             run = Run(info, parent, flow_name)
             run.owner = owner
-            attributes = dict(info.attributes)
+            # Ours come last: a baggage entry cannot overwrite them.
+            attributes = baggage_attributes(parent_context, self._baggage) if self._baggage else {}
+            attributes.update(info.attributes)
             if start_attributes:
                 attributes.update(start_attributes)
             if parent is not None and parent.node_ids is not None:
@@ -237,16 +254,20 @@ class Recorder:
             if graph is not None and run.span.is_recording():
                 self._describe_graph(run, graph())
             if run.is_node:
-                run.metric_attributes = self._node_metric_attributes(info, parent)
-                self._active.add(1, run.metric_attributes)
+                run.in_flight = self._node_place(info, parent)
+                run.metric_attributes = run.in_flight.attributes
+                run.in_flight.start()
                 run.usage = self._probe.read()
             return run
         except Exception as error:  # never let telemetry break the workflow
             report_internal_error("starting a run", error)
+            if run is not None:
+                self._close(run)  # the context must not keep a run nobody will finish
             return None
 
     def start_item(self, parent: Run, params: Mapping[str, Any] | None = None) -> Run | None:
         """Open a child span for one batch item or one parameter set of a batch flow."""
+        run: Run | None = None
         try:
             index = parent.next_item_index
             parent.next_item_index += 1
@@ -257,17 +278,19 @@ class Recorder:
                 semconv.NODE_NAME: parent.info.name,
                 semconv.BATCH_INDEX: index,
             }
-            if params:
-                attributes.update(params_attributes(params, self._settings.capture_max_length))
+            if params and parent.span.is_recording():  # unsampled: skip rendering params
+                attributes.update(self._capture.params(params))
             if parent.info.is_flow:
                 attributes[semconv.GEN_AI_WORKFLOW_NAME] = parent.info.name
             self._open(run, context.get_current(), attributes, f"{parent.info.name} item")
-            run.metric_attributes = parent.metric_attributes or self._node_metric_attributes(
-                parent.info, parent.parent
+            run.metric_attributes = (
+                parent.metric_attributes or _node_metric_attributes(parent.info, parent.parent)
             )
             return run
         except Exception as error:
             report_internal_error("starting a batch item", error)
+            if run is not None:
+                self._close(run)
             return None
 
     def _open(
@@ -295,17 +318,13 @@ class Recorder:
         if text:
             run.span.set_attribute(semconv.FLOW_GRAPH, text)
 
-    def _node_metric_attributes(self, info: NodeInfo, parent: Run | None) -> Mapping[str, Any]:
-        """Low-cardinality attributes for a node's metric points, built once per place."""
-        flow_name = parent.flow_name if parent else None
-        key = (flow_name, info.name)
-        attributes = self._metric_attributes.get(key)
-        if attributes is None:
-            attributes = {semconv.ENGINE: info.engine, semconv.NODE_NAME: info.name}
-            if flow_name is not None:
-                attributes[semconv.GEN_AI_WORKFLOW_NAME] = flow_name
-            self._metric_attributes[key] = attributes
-        return attributes
+    def _node_place(self, info: NodeInfo, parent: Run | None) -> InFlight:
+        """A node's place (engine, flow, node): its metric attributes and in-flight count."""
+        key = (info.engine, parent.flow_name if parent else None, info.name)
+        place = self._in_flight.get(key)
+        if place is None:  # once per place
+            place = self._in_flight.add(key, _node_metric_attributes(info, parent))
+        return place
 
     # --- Events during a run ----------------------------------------------------
 
@@ -320,39 +339,63 @@ class Recorder:
         """An attempt raised and will be retried: an event, not an error status."""
         try:
             run.attempts = attempt
-            self._retries.add(1, run.metric_attributes)
+            self._retries.add(1, _with_error(run.metric_attributes, _error_type(error)))
             if run.span.is_recording():
                 run.span.add_event(
                     semconv.EVENT_RETRY,
                     {
                         semconv.ATTEMPT: attempt,
                         semconv.ERROR_TYPE: type(error).__qualname__,
-                        semconv.EXCEPTION_MESSAGE: str(error),
+                        semconv.EXCEPTION_MESSAGE: safe_str(error),
                     },
                 )
         except Exception as internal:
             report_internal_error("recording a retry", internal)
 
     def fallback_used(self, run: Run, attempts: int, error: BaseException) -> None:
-        """Every attempt failed and the fallback runs: the run may still succeed."""
+        """Every attempt failed and ``exec_fallback`` returned a result: the run is rescued.
+
+        Not called when the fallback raises (PocketFlow's default re-raises): that
+        run failed, and its exception is recorded when the run finishes.
+        """
         try:
             run.attempts = attempts
             run.fallback = True
-            self._fallbacks.add(1, run.metric_attributes)
+            self._fallbacks.add(1, _with_error(run.metric_attributes, _error_type(error)))
             if run.span.is_recording():
                 run.span.add_event(
                     semconv.EVENT_FALLBACK,
                     {
                         semconv.ATTEMPT: attempts,
                         semconv.ERROR_TYPE: type(error).__qualname__,
-                        semconv.EXCEPTION_MESSAGE: str(error),
+                        semconv.EXCEPTION_MESSAGE: safe_str(error),
                     },
                 )
         except Exception as internal:
             report_internal_error("recording a fallback", internal)
 
-    def succeeded_after(self, run: Run, attempts: int) -> None:
+    def attempts_used(self, run: Run, attempts: int) -> None:
+        """The exec phase stopped retrying after this many attempts."""
         run.attempts = attempts
+
+    def capture(self, run: Run | None, phase: str, value: Any) -> None:
+        """Record a prep, exec or post result, if ``Settings.capture`` asks for its phase."""
+        if run is None or phase not in self.captured_phases or not run.span.is_recording():
+            return
+        try:
+            run.span.set_attribute(_CAPTURE_ATTRIBUTES[phase], self._capture.text(value))
+        except Exception as internal:
+            report_internal_error("capturing a payload", internal)
+
+    def capture_shared(self, run: Run | None, store: Any, *, ended: bool) -> None:
+        """Record the shared store as a run starts or ends, if its capture is enabled."""
+        if run is None or "shared" not in self.captured_phases or not run.span.is_recording():
+            return
+        try:
+            attribute = semconv.SHARED_AFTER if ended else semconv.SHARED_BEFORE
+            run.span.set_attribute(attribute, self._capture.shared(store))
+        except Exception as internal:
+            report_internal_error("capturing the shared store", internal)
 
     # --- Ending runs --------------------------------------------------------------
 
@@ -408,18 +451,12 @@ class Recorder:
         if run.batch_size is not None:
             attributes[semconv.BATCH_SIZE] = run.batch_size
         if usage is not None:
-            attributes[semconv.NODE_CPU_TIME] = usage.cpu_seconds
-            attributes[semconv.NODE_MEMORY_GROWTH] = usage.memory_bytes
-        if run.exec_started is not None and run.exec_ended is not None:
-            phases = {
-                "prep": (run.started, run.exec_started),
-                "exec": (run.exec_started, run.exec_ended),
-                "post": (run.exec_ended, ended),
-            }
-            for phase, (start, end) in phases.items():
-                attributes[f"reasonflow.node.{phase}.duration"] = end - start
-            if self._settings.phase_spans:
-                self._phase_spans(run, phases)
+            self._probe.annotate(usage, attributes)
+        phases = _phases_reached(run, ended)
+        for phase, (start, end) in phases.items():
+            attributes[f"reasonflow.node.{phase}.duration"] = end - start
+        if phases and self._settings.phase_spans:
+            self._phase_spans(run, phases)
 
     def _phase_spans(self, run: Run, phases: dict[str, tuple[float, float]]) -> None:
         """Phase spans drawn after the fact from the measured boundaries."""
@@ -441,14 +478,35 @@ class Recorder:
             self._flow_duration.record(
                 duration, _with_error(run.info.flow_metric_attributes, error_type)
             )
-        if not run.is_node or run.metric_attributes is None:
+        if not run.is_node or run.in_flight is None:
             return
-        self._active.add(-1, run.metric_attributes)
+        run.in_flight.end()
         attributes = _with_error(run.metric_attributes, error_type)
         self._node_duration.record(duration, attributes)
         if usage is not None:
             self._cpu_time.record(usage.cpu_seconds, attributes)
             self._memory_growth.record(max(usage.memory_bytes, 0), attributes)
+
+
+def _phases_reached(run: Run, ended: float) -> dict[str, tuple[float, float]]:
+    """(start, end) of each phase that ran: none when prep raised, no post when exec raised."""
+    if run.exec_started is None:
+        return {}
+    phases = {"prep": (run.started, run.exec_started)}
+    if run.exec_ended is None:
+        phases["exec"] = (run.exec_started, ended)
+    else:
+        phases["exec"] = (run.exec_started, run.exec_ended)
+        phases["post"] = (run.exec_ended, ended)
+    return phases
+
+
+def _node_metric_attributes(info: NodeInfo, parent: Run | None) -> dict[str, Any]:
+    """Low-cardinality attributes for a node's metric points."""
+    attributes = {semconv.ENGINE: info.engine, semconv.NODE_NAME: info.name}
+    if parent is not None and parent.flow_name is not None:
+        attributes[semconv.GEN_AI_WORKFLOW_NAME] = parent.flow_name
+    return attributes
 
 
 def _with_error(attributes: Mapping[str, Any], error_type: str | None) -> Mapping[str, Any]:
@@ -465,21 +523,13 @@ def _mark_failed(span: trace.Span, error: BaseException, error_type: str | None)
     if isinstance(error, CancelledError):
         span.set_attribute(semconv.CANCELLED, True)
         return
-    span.record_exception(error, escaped=True)
-    span.set_status(Status(StatusCode.ERROR, f"{error_type}: {error}"))
+    message = safe_str(error)
+    try:
+        span.record_exception(error, escaped=True)
+    except Exception:  # the SDK prints the exception, and its __str__ may raise
+        span.add_event(
+            semconv.EVENT_EXCEPTION,
+            {semconv.EXCEPTION_TYPE: type(error).__qualname__, semconv.EXCEPTION_MESSAGE: message},
+        )
+    span.set_status(Status(StatusCode.ERROR, f"{error_type}: {message}"))
     span.set_attribute(semconv.ERROR_TYPE, error_type or "_OTHER")
-
-
-def params_attributes(params: Mapping[str, Any], max_length: int) -> dict[str, Any]:
-    """Node or batch parameters as ``reasonflow.params.<key>`` attributes."""
-    return {
-        semconv.PARAMS_PREFIX + str(key): _primitive(value, max_length)
-        for key, value in params.items()
-    }
-
-
-def _primitive(value: Any, max_length: int) -> Any:
-    if isinstance(value, (bool, int, float)):
-        return value
-    text = value if isinstance(value, str) else repr(value)
-    return text if len(text) <= max_length else text[:max_length] + "…"

@@ -6,7 +6,7 @@ it (exporters, endpoints, protocol, resource, sampler, export interval); the
 SDK's stock configurator cannot install metric Views, so the providers are
 built here.
 
-An application that already set its own tracer or meter provider keeps it:
+An application that already set its own tracer, meter or logger provider keeps it:
 nothing here replaces a provider, and nothing is added to the app's own.
 """
 
@@ -16,15 +16,22 @@ import logging
 import os
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
-from opentelemetry import metrics, trace
-from opentelemetry.environment_variables import OTEL_METRICS_EXPORTER, OTEL_TRACES_EXPORTER
+from opentelemetry import _logs, metrics, trace
+from opentelemetry.environment_variables import (
+    OTEL_LOGS_EXPORTER,
+    OTEL_METRICS_EXPORTER,
+    OTEL_TRACES_EXPORTER,
+)
 from opentelemetry.sdk._configuration import (
     _get_exporter_entry_point,
     _get_exporter_names,
     _import_config_components,
 )
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter
 from opentelemetry.sdk.environment_variables import (
     OTEL_EXPORTER_OTLP_ENDPOINT,
     OTEL_EXPORTER_OTLP_METRICS_ENDPOINT,
@@ -41,13 +48,20 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
+from reasonflow_otel.local.console import ConsoleLogProcessor, ConsoleTreeProcessor
+from reasonflow_otel.local.store import log_file_for, prepare_for_append
 from reasonflow_otel.sampling import build_sampler
 from reasonflow_otel.settings import Settings
 from reasonflow_otel.views import build_views
 
 _logger = logging.getLogger(__name__)
 
-Signal = Literal["traces", "metrics"]
+Signal = Literal["traces", "metrics", "logs"]
+_EXPORTER_VARIABLES = {
+    "traces": OTEL_TRACES_EXPORTER,
+    "metrics": OTEL_METRICS_EXPORTER,
+    "logs": OTEL_LOGS_EXPORTER,
+}
 LOCAL_FILE_EXPORTER = "otlp_json_file"
 
 
@@ -61,6 +75,9 @@ class SdkSetup:
     installed_meter_provider: bool = False
     trace_exporters: list[str] = field(default_factory=list)
     metric_exporters: list[str] = field(default_factory=list)
+    log_exporters: list[str] = field(default_factory=list)
+    logger_provider: _logs.LoggerProvider | None = None
+    installed_logger_provider: bool = False
 
 
 def configure_sdk(settings: Settings, service_name: str | None = None) -> SdkSetup:
@@ -69,14 +86,25 @@ def configure_sdk(settings: Settings, service_name: str | None = None) -> SdkSet
     if os.environ.get(OTEL_SDK_DISABLED, "").strip().lower() == "true":
         return setup
     resource = _resource(service_name)
+    console = None
     if isinstance(setup.tracer_provider, trace.ProxyTracerProvider):
         setup.tracer_provider = _tracer_provider(settings, resource, setup.trace_exporters)
+        if settings.console:
+            console = ConsoleTreeProcessor()
+            setup.tracer_provider.add_span_processor(console)
         trace.set_tracer_provider(setup.tracer_provider)
         setup.installed_tracer_provider = True
     if _is_proxy_meter_provider(setup.meter_provider):
         setup.meter_provider = _meter_provider(settings, resource, setup.metric_exporters)
         metrics.set_meter_provider(setup.meter_provider)
         setup.installed_meter_provider = True
+    setup.logger_provider = _logs.get_logger_provider()
+    if _is_proxy_logger_provider(setup.logger_provider):
+        logger_provider = _logger_provider(settings, resource, setup.log_exporters, console)
+        if logger_provider is not None:
+            _logs.set_logger_provider(logger_provider)
+            setup.logger_provider = logger_provider
+            setup.installed_logger_provider = True
     return setup
 
 
@@ -105,16 +133,40 @@ def _meter_provider(settings: Settings, resource: Resource, names: list[str]) ->
     return MeterProvider(resource=resource, metric_readers=readers, views=build_views(settings))
 
 
+def _logger_provider(
+    settings: Settings,
+    resource: Resource,
+    names: list[str],
+    console: ConsoleTreeProcessor | None,
+) -> LoggerProvider | None:
+    """A provider for the ``logging`` records the logging instrumentation hands over.
+
+    None when nothing would consume them (no exporter and no console tree).
+    """
+    exporters = _exporters("logs", settings)
+    if not exporters and console is None:
+        return None
+    provider = LoggerProvider(resource=resource)
+    for name, exporter in exporters:
+        provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
+        names.append(name)
+    if console is not None:
+        provider.add_log_record_processor(ConsoleLogProcessor(console))
+    return provider
+
+
 def exporter_names(signal: Signal) -> list[str]:
     """Exporter entry-point names for a signal, after the documented defaults.
 
-    ``OTEL_{TRACES,METRICS}_EXPORTER`` wins when set. Otherwise OTLP is used if an
-    endpoint is configured; with no endpoint, traces go to the local OTLP JSON
-    lines file and metrics are not exported.
+    ``OTEL_{TRACES,METRICS,LOGS}_EXPORTER`` wins when set. Otherwise OTLP is used
+    if an endpoint is configured; with no endpoint, traces go to the local OTLP
+    JSON lines file and metrics are not exported. Logs are sent to a backend only
+    when ``OTEL_LOGS_EXPORTER`` asks; they go to the local store whenever traces do.
     """
-    variable = OTEL_TRACES_EXPORTER if signal == "traces" else OTEL_METRICS_EXPORTER
-    if os.environ.get(variable, "").strip():
+    if os.environ.get(_EXPORTER_VARIABLES[signal], "").strip():
         return _get_exporter_names(signal)
+    if signal == "logs":
+        return [LOCAL_FILE_EXPORTER] if exporter_names("traces") == [LOCAL_FILE_EXPORTER] else []
     if _otlp_endpoint_configured(signal):
         return [_get_exporter_entry_point("otlp", signal)]
     return [LOCAL_FILE_EXPORTER] if signal == "traces" else []
@@ -131,16 +183,16 @@ def _otlp_endpoint_configured(signal: Signal) -> bool:
 
 def _exporters(
     signal: Signal, settings: Settings
-) -> list[tuple[str, SpanExporter | MetricExporter | MetricReader]]:
+) -> list[tuple[str, SpanExporter | MetricExporter | MetricReader | LogRecordExporter]]:
     """Instantiate each named exporter; an unknown or broken one is skipped with a warning."""
     group = f"opentelemetry_{signal}_exporter"
     exporters = []
     for name in exporter_names(signal):
         try:
-            if name == LOCAL_FILE_EXPORTER and signal == "traces":
-                exporters.append((name, _local_trace_file_exporter(settings)))
-                continue
             [(_, exporter_class)] = _import_config_components([name], group)
+            if name == LOCAL_FILE_EXPORTER and signal != "metrics":
+                exporters.append((name, exporter_class(_local_file(signal, settings))))
+                continue
             exporters.append((name, exporter_class()))
         except Exception as error:
             _logger.warning(
@@ -152,15 +204,24 @@ def _exporters(
     return exporters
 
 
-def _local_trace_file_exporter(settings: Settings) -> SpanExporter:
-    from opentelemetry.exporter.otlp.json.file import FileSpanExporter
-
-    path = settings.trace_file
-    path.parent.mkdir(parents=True, exist_ok=True)
-    print(f"reasonflow-otel: traces are written to {path}", file=sys.stderr)
-    return FileSpanExporter(str(path))
+def _local_file(signal: Signal, settings: Settings) -> Path:
+    """Where the upstream OTLP JSON file exporter writes ``signal`` in the local store."""
+    path = settings.trace_file if signal == "traces" else log_file_for(settings.trace_file)
+    prepare_for_append(path)
+    if signal == "traces":
+        print(
+            f"reasonflow-otel: traces are written to {path.absolute()} "
+            "(no backend needed; list them with `reasonflow-otel traces`)",
+            file=sys.stderr,
+        )
+    return path
 
 
 def _is_proxy_meter_provider(provider: metrics.MeterProvider) -> bool:
     """True while no meter provider was set (the API hands out a proxy until then)."""
     return type(provider).__name__ == "_ProxyMeterProvider"
+
+
+def _is_proxy_logger_provider(provider: _logs.LoggerProvider) -> bool:
+    """True while no logger provider was set."""
+    return type(provider).__name__ == "ProxyLoggerProvider"

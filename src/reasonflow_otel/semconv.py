@@ -23,6 +23,7 @@ GEN_AI_OPERATION_NAME: Final = "gen_ai.operation.name"
 GEN_AI_WORKFLOW_NAME: Final = "gen_ai.workflow.name"
 ERROR_TYPE: Final = "error.type"
 EXCEPTION_MESSAGE: Final = "exception.message"
+EXCEPTION_TYPE: Final = "exception.type"
 
 # --- reasonflow.* attributes (span) -------------------------------------------
 ENGINE: Final = "reasonflow.engine"
@@ -40,16 +41,28 @@ NODE_EXEC_DURATION: Final = "reasonflow.node.exec.duration"
 NODE_POST_DURATION: Final = "reasonflow.node.post.duration"
 NODE_CPU_TIME: Final = "reasonflow.node.cpu_time"
 NODE_MEMORY_GROWTH: Final = "reasonflow.node.memory.growth"
+# With the opt-in psutil probe: the process's disk I/O and open descriptors during the node.
+NODE_DISK_READ: Final = "reasonflow.node.disk.read"
+NODE_DISK_WRITE: Final = "reasonflow.node.disk.write"
+NODE_OPEN_FDS_CHANGE: Final = "reasonflow.node.open_fds.change"
 BATCH_SIZE: Final = "reasonflow.batch.size"
 BATCH_INDEX: Final = "reasonflow.batch.index"
 FLOW_GRAPH: Final = "reasonflow.flow.graph"
 PARAMS_PREFIX: Final = "reasonflow.params."
 CANCELLED: Final = "reasonflow.cancelled"
+# Opt-in payloads (Settings.capture), redacted and bounded. No GenAI convention
+# fits: gen_ai.input/output.messages are chat messages, not arbitrary values.
+NODE_PREP_RESULT: Final = "reasonflow.node.prep.result"
+NODE_EXEC_RESULT: Final = "reasonflow.node.exec.result"
+NODE_POST_RESULT: Final = "reasonflow.node.post.result"
+SHARED_BEFORE: Final = "reasonflow.shared.before"
+SHARED_AFTER: Final = "reasonflow.shared.after"
 
 # The value of NODE_SUCCESSOR when the flow ends after this node.
 SUCCESSOR_END: Final = "__end__"
 
 # --- Span events ----------------------------------------------------------------
+EVENT_EXCEPTION: Final = "exception"
 EVENT_RETRY: Final = "reasonflow.retry"
 EVENT_FALLBACK: Final = "reasonflow.fallback"
 ATTEMPT: Final = "reasonflow.attempt"
@@ -68,3 +81,16 @@ METRIC_NODE_MEMORY_GROWTH: Final = "reasonflow.node.memory.growth"
 
 # Attributes a metric point may carry: low cardinality only, never ids or payloads.
 METRIC_ATTRIBUTES: Final = frozenset({ENGINE, GEN_AI_WORKFLOW_NAME, NODE_NAME, ERROR_TYPE})
+
+# --- Process metrics (opentelemetry-instrumentation-system-metrics) ------------------
+# The curated set started by default; the instruments are the contrib's, never ours.
+METRIC_PROCESS_CPU_TIME: Final = "process.cpu.time"
+METRIC_PROCESS_CPU_UTILIZATION: Final = "process.cpu.utilization"
+METRIC_PROCESS_MEMORY_USAGE: Final = "process.memory.usage"
+METRIC_PROCESS_THREAD_COUNT: Final = "process.thread.count"
+METRIC_PROCESS_OPEN_FDS: Final = "process.open_file_descriptor.count"
+METRIC_GC_COLLECTIONS: Final = "cpython.gc.collections"
+METRIC_GC_COLLECTED_OBJECTS: Final = "cpython.gc.collected_objects"
+METRIC_GC_UNCOLLECTABLE_OBJECTS: Final = "cpython.gc.uncollectable_objects"
+# The one attribute kept on the GC metrics (the contrib also sends a deprecated copy).
+CPYTHON_GC_GENERATION: Final = "cpython.gc.generation"

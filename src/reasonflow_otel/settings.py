@@ -13,11 +13,16 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+
+from opentelemetry.instrumentation.environment_variables import (
+    OTEL_PYTHON_DISABLED_INSTRUMENTATIONS,
+)
 
 _logger = logging.getLogger(__name__)
 
@@ -88,6 +93,17 @@ def parse_ratio(text: str) -> float:
 
 def parse_names(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def parse_patterns(text: str) -> tuple[str, ...]:
+    """Comma-separated regular expressions, each checked to compile."""
+    patterns = parse_names(text)
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as error:
+            raise SettingError(f"{pattern!r} is not a regular expression ({error})") from None
+    return patterns
 
 
 def parse_ratios(text: str) -> Mapping[str, float]:
@@ -163,14 +179,17 @@ class Settings:
         DEFAULT_DURATION_BUCKETS, parse_buckets, "Histogram buckets for durations, in seconds."
     )
     drop_metrics: tuple[str, ...] = _setting(
-        (), parse_names, "Metric names to drop (comma-separated)."
+        (), parse_names, "Metric names to drop (comma-separated; * and ? match any)."
     )
     resource_probe: str = _setting(
         "rusage",
         choice(*RESOURCE_PROBES),
-        "Per-node resource probe: none, rusage (CPU time, peak RSS; cheap) or psutil.",
+        "Per-node resource probe: none, rusage (thread CPU, peak RSS; cheap) or psutil "
+        "(adds RSS change, disk I/O, open descriptors; about 45 µs per node boundary).",
     )
-    process_metrics: bool = _setting(True, parse_bool, "Process metrics via system-metrics.")
+    process_metrics: bool = _setting(
+        True, parse_bool, "Process CPU, memory, threads, descriptors and GC metrics."
+    )
     # Sampling
     sampling_ratios: Mapping[str, float] = _setting(
         MappingProxyType({}), parse_ratios, "Per-flow sampling ratios, e.g. Chatty=0.01,Rare=1."
@@ -203,7 +222,7 @@ class Settings:
         (), parse_names, "Shared-store keys never captured."
     )
     redact_patterns: tuple[str, ...] = _setting(
-        (), parse_names, "Extra regular expressions whose matches are redacted."
+        (), parse_patterns, "Extra regular expressions whose matches are redacted."
     )
 
     @classmethod
@@ -218,6 +237,14 @@ def setting_docs() -> list[tuple[str, str, str]]:
         (Settings.env_name(f.name), _show(getattr(defaults, f.name)), f.metadata["help"])
         for f in fields(Settings)
     ]
+
+
+def instrumentation_disabled(name: str, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` turns off the instrumentation
+    with this entry-point name, read the way ``opentelemetry-instrument`` reads it."""
+    environ = os.environ if environ is None else environ
+    disabled = parse_names(environ.get(OTEL_PYTHON_DISABLED_INSTRUMENTATIONS, ""))
+    return name in disabled or "*" in disabled
 
 
 def load_settings(
@@ -239,7 +266,7 @@ def load_settings(
         try:
             values[f.name] = f.metadata["parse"](raw if isinstance(raw, str) else _show(raw))
         except SettingError as error:
-            _logger.warning(
+            warn_once(
                 "reasonflow-otel: ignoring %s=%r (%s); using the default %s",
                 source,
                 raw,
@@ -247,8 +274,24 @@ def load_settings(
                 _show(getattr(defaults, f.name)),
             )
     for unknown in options:
-        _logger.warning("reasonflow-otel: ignoring unknown option %r", unknown)
+        warn_once("reasonflow-otel: ignoring unknown option %r", unknown)
+    known = {Settings.env_name(f.name) for f in fields(Settings)}
+    for name in sorted(set(environ) - known):
+        if name.startswith(PREFIX):
+            warn_once("reasonflow-otel: ignoring unknown variable %s", name)
     return Settings(**values)
+
+
+_warned: set[str] = set()
+
+
+def warn_once(message: str, *args: Any) -> None:
+    """Log a configuration warning once per process, however often settings are loaded
+    (``opentelemetry-instrument`` loads them in the configurator and in each instrumentor)."""
+    text = message % args
+    if text not in _warned:
+        _warned.add(text)
+        _logger.warning(text)
 
 
 def _show(value: Any) -> str:

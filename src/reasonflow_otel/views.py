@@ -1,32 +1,68 @@
-"""Metric Views: workflow-sized duration buckets and an attribute allow-list."""
+"""Metric Views: workflow-sized buckets, attribute allow-lists, tidy GC metrics.
+
+Every instrument gets at most one View, because an instrument matched by two
+Views is exported twice: a name matched by ``REASONFLOW_OTEL_DROP_METRICS``
+(glob patterns, as in View matching) gets its drop View and nothing else.
+"""
 
 from __future__ import annotations
 
-from opentelemetry.sdk.metrics.view import DropAggregation, ExplicitBucketHistogramAggregation, View
+from collections.abc import Iterable
+from fnmatch import fnmatchcase
+
+from opentelemetry.sdk.metrics.view import (
+    Aggregation,
+    DropAggregation,
+    ExplicitBucketHistogramAggregation,
+    View,
+)
 
 from reasonflow_otel import semconv
 from reasonflow_otel.settings import Settings
 
-_DURATION_HISTOGRAMS = (
-    semconv.METRIC_FLOW_DURATION,
-    semconv.METRIC_NODE_DURATION,
-    semconv.METRIC_NODE_CPU_TIME,
+# Memory growth in bytes: 0, then every power of 4 from 4 KiB to 4 GiB.
+MEMORY_BUCKETS = (0.0, *(float(4**power) for power in range(6, 17)))
+
+_GC_METRICS = (
+    semconv.METRIC_GC_COLLECTIONS,
+    semconv.METRIC_GC_COLLECTED_OBJECTS,
+    semconv.METRIC_GC_UNCOLLECTABLE_OBJECTS,
 )
 
 
 def build_views(settings: Settings) -> list[View]:
-    """Views for our instruments; dropped names win over everything else."""
+    """A drop View per dropped pattern, then one View per instrument we shape."""
     views = [
-        View(instrument_name=name, aggregation=DropAggregation()) for name in settings.drop_metrics
+        View(instrument_name=pattern, aggregation=DropAggregation())
+        for pattern in settings.drop_metrics
     ]
-    buckets = ExplicitBucketHistogramAggregation(boundaries=settings.duration_buckets)
     views += [
-        View(
-            instrument_name=name,
-            aggregation=buckets,
-            attribute_keys=set(semconv.METRIC_ATTRIBUTES),
-        )
-        for name in _DURATION_HISTOGRAMS
-        if name not in settings.drop_metrics
+        View(instrument_name=name, aggregation=aggregation, attribute_keys=attribute_keys)
+        for name, (aggregation, attribute_keys) in _shapes(settings).items()
+        if not is_dropped(name, settings.drop_metrics)
     ]
     return views
+
+
+def is_dropped(name: str, patterns: Iterable[str]) -> bool:
+    """Whether a drop pattern matches ``name`` the way a View's instrument_name does."""
+    return any(fnmatchcase(name, pattern.lower()) for pattern in patterns)
+
+
+def _shapes(settings: Settings) -> dict[str, tuple[Aggregation | None, set[str]]]:
+    """Instrument name -> (aggregation, or None for the default; attributes kept)."""
+    durations = ExplicitBucketHistogramAggregation(boundaries=settings.duration_buckets)
+    memory = ExplicitBucketHistogramAggregation(boundaries=MEMORY_BUCKETS)
+    ours = set(semconv.METRIC_ATTRIBUTES)
+    shapes: dict[str, tuple[Aggregation | None, set[str]]] = {
+        semconv.METRIC_FLOW_DURATION: (durations, ours),
+        semconv.METRIC_NODE_DURATION: (durations, ours),
+        semconv.METRIC_NODE_CPU_TIME: (durations, ours),
+        semconv.METRIC_NODE_MEMORY_GROWTH: (memory, ours),
+        semconv.METRIC_NODE_RETRIES: (None, ours),
+        semconv.METRIC_NODE_FALLBACKS: (None, ours),
+        semconv.METRIC_NODE_ACTIVE: (None, ours),
+    }
+    for name in _GC_METRICS:  # without the contrib's deprecated `generation` copy
+        shapes[name] = (None, {semconv.CPYTHON_GC_GENERATION})
+    return shapes

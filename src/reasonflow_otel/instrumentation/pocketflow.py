@@ -83,6 +83,7 @@ class _PocketFlowAdapter:
 
     def __init__(self, recorder: Recorder) -> None:
         self._recorder = recorder
+        self._captured = recorder.captured_phases
         self._infos: dict[tuple[type, str], NodeInfo] = {}
         self._class_names: dict[type, str] = {}
         self._kinds: tuple[tuple[type, str], ...] = ()
@@ -123,11 +124,14 @@ class _PocketFlowAdapter:
         run = self._start(node)
         if run is None:
             return wrapped(*args, **kwargs)
+        self._capture_shared(run, args, kwargs, ended=False)
         try:
             action = wrapped(*args, **kwargs)
         except BaseException as error:
+            self._capture_shared(run, args, kwargs, ended=True)
             self._recorder.finish(run, error=error)
             raise
+        self._capture_shared(run, args, kwargs, ended=True)
         self._finish(run, node, action)
         return action
 
@@ -135,11 +139,14 @@ class _PocketFlowAdapter:
         run = self._start(node)
         if run is None:
             return await wrapped(*args, **kwargs)
+        self._capture_shared(run, args, kwargs, ended=False)
         try:
             action = await wrapped(*args, **kwargs)
         except BaseException as error:
+            self._capture_shared(run, args, kwargs, ended=True)
             self._recorder.finish(run, error=error)
             raise
+        self._capture_shared(run, args, kwargs, ended=True)
         self._finish(run, node, action)
         return action
 
@@ -163,6 +170,7 @@ class _PocketFlowAdapter:
             return None
 
     def _finish(self, run: Run, node: Any, action: Any) -> None:
+        self._capture(run, "post", action)
         action_name = "default" if action is None else action if isinstance(action, str) else None
         successor = None
         parent = run.parent
@@ -215,30 +223,39 @@ class _PocketFlowAdapter:
         if run is None:
             return wrapped(*args, **kwargs)
         self._recorder.exec_started(run)
-        try:
-            return wrapped(*args, **kwargs)
-        finally:
-            self._recorder.exec_ended(run)
+        self._capture(run, "prep", args[0] if args else None)
+        result = wrapped(*args, **kwargs)
+        self._recorder.exec_ended(run)  # only when exec returned: see _phases_reached
+        self._capture(run, "exec", result)
+        return result
 
     def batch_exec(self, wrapped: Any, node: Any, args: tuple, kwargs: dict) -> Any:
         run = _own_run(node)
         if run is None:
             return wrapped(*args, **kwargs)
         _begin_batch(self._recorder, run)
+        self._capture(run, "prep", args[0] if args else None)
         try:
-            return wrapped(*args, **kwargs)
+            result = wrapped(*args, **kwargs)
         finally:
-            _end_batch(self._recorder, run)
+            _count_batch(run)
+        self._recorder.exec_ended(run)
+        self._capture(run, "exec", result)
+        return result
 
     async def batch_exec_async(self, wrapped: Any, node: Any, args: tuple, kwargs: dict) -> Any:
         run = _own_run(node)
         if run is None:
             return await wrapped(*args, **kwargs)
         _begin_batch(self._recorder, run)
+        self._capture(run, "prep", args[0] if args else None)
         try:
-            return await wrapped(*args, **kwargs)
+            result = await wrapped(*args, **kwargs)
         finally:
-            _end_batch(self._recorder, run)
+            _count_batch(run)
+        self._recorder.exec_ended(run)
+        self._capture(run, "exec", result)
+        return result
 
     # --- The retry loops -------------------------------------------------------------
 
@@ -249,18 +266,21 @@ class _PocketFlowAdapter:
         (prep_res,) = args
         if run.batch_size is None:
             self._recorder.exec_started(run)
-            try:
-                return self._retry_loop(run, node, prep_res)
-            finally:
-                self._recorder.exec_ended(run)
+            self._capture(run, "prep", prep_res)
+            result = self._retry_loop(run, node, prep_res)
+            self._recorder.exec_ended(run)
+            self._capture(run, "exec", result)
+            return result
         item = self._recorder.start_item(run)
         if item is None:
             return wrapped(*args, **kwargs)
+        self._capture(item, "prep", prep_res)
         try:
             result = self._retry_loop(item, node, prep_res)
         except BaseException as error:
             self._recorder.finish(item, error=error)
             raise
+        self._capture(item, "exec", result)
         self._recorder.finish(item)
         return result
 
@@ -271,13 +291,15 @@ class _PocketFlowAdapter:
                 result = node.exec(prep_res)
             except Exception as error:
                 if node.cur_retry == node.max_retries - 1:
+                    self._recorder.attempts_used(run, node.cur_retry + 1)
+                    result = node.exec_fallback(prep_res, error)
                     self._recorder.fallback_used(run, node.cur_retry + 1, error)
-                    return node.exec_fallback(prep_res, error)
+                    return result
                 self._recorder.attempt_failed(run, node.cur_retry + 1, error)
                 if node.wait > 0:
                     time.sleep(node.wait)
             else:
-                self._recorder.succeeded_after(run, node.cur_retry + 1)
+                self._recorder.attempts_used(run, node.cur_retry + 1)
                 return result
         return None
 
@@ -288,18 +310,21 @@ class _PocketFlowAdapter:
         (prep_res,) = args
         if run.batch_size is None:
             self._recorder.exec_started(run)
-            try:
-                return await self._retry_loop_async(run, node, prep_res)
-            finally:
-                self._recorder.exec_ended(run)
+            self._capture(run, "prep", prep_res)
+            result = await self._retry_loop_async(run, node, prep_res)
+            self._recorder.exec_ended(run)
+            self._capture(run, "exec", result)
+            return result
         item = self._recorder.start_item(run)
         if item is None:
             return await wrapped(*args, **kwargs)
+        self._capture(item, "prep", prep_res)
         try:
             result = await self._retry_loop_async(item, node, prep_res)
         except BaseException as error:
             self._recorder.finish(item, error=error)
             raise
+        self._capture(item, "exec", result)
         self._recorder.finish(item)
         return result
 
@@ -310,15 +335,29 @@ class _PocketFlowAdapter:
                 result = await node.exec_async(prep_res)
             except Exception as error:
                 if attempt == node.max_retries - 1:
+                    self._recorder.attempts_used(run, attempt + 1)
+                    result = await node.exec_fallback_async(prep_res, error)
                     self._recorder.fallback_used(run, attempt + 1, error)
-                    return await node.exec_fallback_async(prep_res, error)
+                    return result
                 self._recorder.attempt_failed(run, attempt + 1, error)
                 if node.wait > 0:
                     await asyncio.sleep(node.wait)
             else:
-                self._recorder.succeeded_after(run, attempt + 1)
+                self._recorder.attempts_used(run, attempt + 1)
                 return result
         return None
+
+    # --- Payload capture (opt-in: with it off, each call is one truth test) -------------
+
+    def _capture(self, run: Run, phase: str, value: Any) -> None:
+        if self._captured:
+            self._recorder.capture(run, phase, value)
+
+    def _capture_shared(self, run: Run, args: tuple, kwargs: dict, *, ended: bool) -> None:
+        """The shared store is the first argument of ``_run`` and ``_run_async``."""
+        if self._captured:
+            store = args[0] if args else kwargs.get("shared")
+            self._recorder.capture_shared(run, store, ended=ended)
 
     # --- What a node is -----------------------------------------------------------------
 
@@ -391,6 +430,6 @@ def _begin_batch(recorder: Recorder, run: Run) -> None:
     recorder.exec_started(run)
 
 
-def _end_batch(recorder: Recorder, run: Run) -> None:
+def _count_batch(run: Run) -> None:
+    """Items started so far, also when one of them raised."""
     run.batch_size = run.next_item_index
-    recorder.exec_ended(run)

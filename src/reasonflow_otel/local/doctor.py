@@ -1,0 +1,214 @@
+"""``reasonflow-otel doctor``: the configuration an instrumented program would get, checked.
+
+It reads the same environment and settings the program reads, through the same functions
+(exporter choice, sampler, settings), installs nothing, and lists what to fix: an endpoint
+nobody answers at, a setting that does not parse, no engine to instrument, and so on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import os
+import socket
+import urllib.parse
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, entry_points, version
+from pathlib import Path
+
+from opentelemetry.environment_variables import OTEL_PROPAGATORS
+from opentelemetry.instrumentation.dependencies import get_dependency_conflicts
+from opentelemetry.instrumentation.environment_variables import OTEL_PYTHON_DISTRO
+from opentelemetry.sdk.environment_variables import (
+    OTEL_EXPORTER_OTLP_ENDPOINT,
+    OTEL_EXPORTER_OTLP_LOGS_ENDPOINT,
+    OTEL_EXPORTER_OTLP_METRICS_ENDPOINT,
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+    OTEL_SDK_DISABLED,
+)
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+
+from reasonflow_otel import ENGINES, __version__
+from reasonflow_otel.local.store import log_file_for
+from reasonflow_otel.sampling import build_sampler
+from reasonflow_otel.sdk import Signal, exporter_names
+from reasonflow_otel.settings import Settings, instrumentation_disabled, load_settings
+
+CONNECT_TIMEOUT = 2.0
+_SIGNAL_ENDPOINTS: Mapping[Signal, str] = {
+    "traces": OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+    "metrics": OTEL_EXPORTER_OTLP_METRICS_ENDPOINT,
+    "logs": OTEL_EXPORTER_OTLP_LOGS_ENDPOINT,
+}
+_OTLP_EXPORTERS = ("otlp_proto_grpc", "otlp_proto_http")
+
+
+@dataclass
+class Diagnosis:
+    facts: list[tuple[str, str]] = field(default_factory=list)
+    fixes: list[str] = field(default_factory=list)
+
+    def add(self, label: str, value: str) -> None:
+        self.facts.append((label, value))
+
+
+def diagnose() -> Diagnosis:
+    """Facts and fixes for the configuration in ``os.environ``."""
+    diagnosis = Diagnosis()
+    with _warnings_of("reasonflow_otel") as warnings:
+        settings = load_settings()
+        _check_sdk(diagnosis, settings)
+    diagnosis.fixes[:0] = warnings
+    _check_engines(diagnosis)
+    _check_local_store(diagnosis, settings)
+    _check_distro(diagnosis)
+    return diagnosis
+
+
+def _check_sdk(diagnosis: Diagnosis, settings: Settings) -> None:
+    environ = os.environ
+    service = str(Resource.create().attributes.get(SERVICE_NAME, ""))
+    diagnosis.add("service name", service)
+    if service.startswith("unknown_service"):
+        diagnosis.fixes.append("Set OTEL_SERVICE_NAME so this program's traces are easy to find.")
+    if environ.get(OTEL_SDK_DISABLED, "").strip().lower() == "true":
+        diagnosis.fixes.append("OTEL_SDK_DISABLED=true: nothing is recorded until it is unset.")
+    for signal in ("traces", "metrics", "logs"):
+        try:
+            names = exporter_names(signal)
+        except RuntimeError as error:  # e.g. an unknown OTEL_EXPORTER_OTLP_PROTOCOL
+            names = []
+            diagnosis.fixes.append(f"{signal} exporter: {error}")
+        diagnosis.add(f"{signal} exporters", ", ".join(names) or "none")
+        for name in names:
+            if name in _OTLP_EXPORTERS:
+                _check_endpoint(diagnosis, signal, otlp_endpoint(signal, name))
+    diagnosis.add("sampler", build_sampler(settings).get_description())
+    diagnosis.add("propagators", environ.get(OTEL_PROPAGATORS) or "tracecontext,baggage")
+    diagnosis.add("console tree", "on" if settings.console else "off")
+
+
+def otlp_endpoint(signal: Signal, exporter: str) -> str:
+    """The URL an OTLP exporter sends ``signal`` to, resolved as the SDK resolves it."""
+    specific = os.environ.get(_SIGNAL_ENDPOINTS[signal])
+    if specific:
+        return specific
+    base = os.environ.get(OTEL_EXPORTER_OTLP_ENDPOINT)
+    if exporter == "otlp_proto_grpc":
+        return base or "http://localhost:4317"
+    return f"{(base or 'http://localhost:4318').rstrip('/')}/v1/{signal}"
+
+
+def _check_endpoint(diagnosis: Diagnosis, signal: Signal, url: str) -> None:
+    problem = connection_problem(url)
+    diagnosis.add(f"{signal} endpoint", f"{url} ({problem or 'answers'})")
+    if problem:
+        diagnosis.fixes.append(
+            f"Nothing answers at {url} ({problem}): start the Collector or backend, or fix "
+            f"OTEL_EXPORTER_OTLP_ENDPOINT; until then {signal} are dropped."
+        )
+
+
+def connection_problem(url: str) -> str | None:
+    """Why a TCP connection to the URL's host and port fails, or None if it opens."""
+    parts = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname or "localhost", port), CONNECT_TIMEOUT):
+            return None
+    except OSError as error:
+        return error.strerror or str(error)
+
+
+def _check_engines(diagnosis: Diagnosis) -> None:
+    states = [_engine_state(diagnosis, engine, target) for engine, target in ENGINES.items()]
+    diagnosis.add("engines", ", ".join(state for state, _ in states))
+    if not any(usable for _, usable in states):
+        diagnosis.fixes.append(
+            f"No workflow engine will be instrumented: install one ({', '.join(ENGINES)}) "
+            "or remove it from OTEL_PYTHON_DISABLED_INSTRUMENTATIONS."
+        )
+
+
+def _engine_state(diagnosis: Diagnosis, engine: str, target: str) -> tuple[str, bool]:
+    """``pocketflow 0.0.3 (will be instrumented)`` and whether it will be."""
+    try:
+        installed = f"{engine} {version(engine)}"
+    except PackageNotFoundError:
+        return f"{engine} (not installed)", False
+    module_name, _, class_name = target.partition(":")
+    instrumentor = getattr(importlib.import_module(module_name), class_name)()
+    conflict = get_dependency_conflicts(instrumentor.instrumentation_dependencies())
+    if conflict is not None:
+        diagnosis.fixes.append(str(conflict))
+        return f"{installed} (unsupported version)", False
+    if instrumentation_disabled(engine):
+        return f"{installed} (disabled)", False
+    return f"{installed} (will be instrumented)", True
+
+
+def _check_local_store(diagnosis: Diagnosis, settings: Settings) -> None:
+    for label, path in (
+        ("local trace file", settings.trace_file),
+        ("local log file", log_file_for(settings.trace_file)),
+    ):
+        state = f"{path.stat().st_size:,} bytes" if path.is_file() else "not created yet"
+        diagnosis.add(label, f"{path.absolute()} ({state})")
+    if not _writable(settings.trace_file):
+        diagnosis.fixes.append(
+            f"{settings.trace_file.absolute()} cannot be written: point "
+            f"{Settings.env_name('trace_file')} at a writable place."
+        )
+
+
+def _writable(path: Path) -> bool:
+    """Whether the file can be written or created (its nearest existing ancestor allows it)."""
+    existing = path.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    return os.access(existing, os.W_OK)
+
+
+def _check_distro(diagnosis: Diagnosis) -> None:
+    distros = sorted(entry_point.name for entry_point in entry_points(group="opentelemetry_distro"))
+    chosen = os.environ.get(OTEL_PYTHON_DISTRO, "")
+    diagnosis.add("distro", f"reasonflow-otel {__version__} (installed: {', '.join(distros)})")
+    if len(distros) > 1 and chosen != "reasonflow":
+        diagnosis.fixes.append(
+            f"Several distros are installed ({', '.join(distros)}): set "
+            f"{OTEL_PYTHON_DISTRO}=reasonflow so opentelemetry-instrument uses this one."
+        )
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage().removeprefix("reasonflow-otel: "))
+
+
+@contextlib.contextmanager
+def _warnings_of(logger_name: str) -> Iterator[list[str]]:
+    """The warnings a logger (and its children) emit while the block runs, as fixes."""
+    handler = _Collect()
+    logger = logging.getLogger(logger_name)
+    logger.addHandler(handler)
+    try:
+        yield handler.messages
+    finally:
+        logger.removeHandler(handler)
+
+
+def render_diagnosis(diagnosis: Diagnosis) -> Iterator[str]:
+    width = max(len(label) for label, _ in diagnosis.facts)
+    yield from (f"{label.ljust(width)}  {value}" for label, value in diagnosis.facts)
+    yield ""
+    if not diagnosis.fixes:
+        yield "Nothing to fix."
+        return
+    yield "What to fix:"
+    yield from (f"  {number}. {fix}" for number, fix in enumerate(diagnosis.fixes, start=1))

@@ -1,0 +1,104 @@
+"""``reasonflow-otel traces``: one line per recorded trace, newest first.
+
+A trace's spans may be spread over many lines of the file (each line is one export batch),
+so a small summary is kept per trace while the file streams by: memory grows with the number
+of traces, about 200 bytes each, never with their spans.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Literal
+
+from reasonflow_otel.local.store import SpanRecord
+from reasonflow_otel.local.text import format_duration, format_table
+
+Status = Literal["ok", "error"]
+
+
+class TraceSummary:
+    """What the listing shows of one trace."""
+
+    __slots__ = (
+        "end_ns",
+        "failed",
+        "first_name",
+        "first_start",
+        "flows",
+        "root",
+        "spans",
+        "trace_id",
+    )
+
+    def __init__(self, trace_id: str) -> None:
+        self.trace_id = trace_id
+        self.spans = 0
+        self.first_start = 0
+        self.first_name = ""  # the earliest span's name, if no root is found
+        self.end_ns = 0
+        self.root: str | None = None
+        self.failed = False
+        self.flows: set[str] = set()
+
+    def add(self, span: SpanRecord) -> None:
+        if self.spans == 0 or span.start_ns < self.first_start:
+            self.first_start, self.first_name = span.start_ns, span.name
+        self.spans += 1
+        self.end_ns = max(self.end_ns, span.end_ns)
+        self.failed = self.failed or span.failed
+        if not span.parent_id:
+            self.root = span.flow_name or span.name
+        if span.flow_name is not None:
+            self.flows.add(span.flow_name)
+
+    @property
+    def root_name(self) -> str:
+        return self.root or self.first_name
+
+    @property
+    def status(self) -> Status:
+        """``error`` when any span of the trace failed."""
+        return "error" if self.failed else "ok"
+
+    @property
+    def duration(self) -> float:
+        return max(self.end_ns - self.first_start, 0) / 1e9
+
+
+def summarize(spans: Iterable[SpanRecord]) -> list[TraceSummary]:
+    """One summary per trace, newest first."""
+    traces: dict[str, TraceSummary] = {}
+    for span in spans:
+        summary = traces.get(span.trace_id)
+        if summary is None:
+            summary = traces[span.trace_id] = TraceSummary(span.trace_id)
+        summary.add(span)
+    return sorted(traces.values(), key=lambda trace: trace.first_start, reverse=True)
+
+
+def select(
+    traces: Iterable[TraceSummary], flow: str | None, status: Status | None
+) -> list[TraceSummary]:
+    """The traces that ran ``flow`` (at any depth) and ended with ``status``."""
+    return [
+        trace
+        for trace in traces
+        if (flow is None or flow in trace.flows) and (status is None or trace.status == status)
+    ]
+
+
+def render_listing(traces: Sequence[TraceSummary]) -> list[str]:
+    rows = [["TIME", "TRACE ID", "ROOT", "STATUS", "DURATION", "SPANS"]]
+    rows += [
+        [
+            datetime.fromtimestamp(trace.first_start / 1e9).strftime("%Y-%m-%d %H:%M:%S"),
+            trace.trace_id,
+            trace.root_name,
+            trace.status,
+            format_duration(trace.duration),
+            f"{trace.spans:,}",
+        ]
+        for trace in traces
+    ]
+    return format_table(rows, left_columns=len(rows[0]))

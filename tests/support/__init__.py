@@ -1,0 +1,1 @@
+"""Helpers shared by tests: real external programs (Prometheus, promtool) and test apps."""

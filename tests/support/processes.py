@@ -1,0 +1,44 @@
+"""Running Python programs in a fresh process, as a user would, for end-to-end tests.
+
+The OpenTelemetry global providers can be set once per process, and
+``opentelemetry-instrument`` works on a whole program, so these tests run apps
+as child processes with an environment free of the caller's telemetry settings.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def clean_environment(**settings: str) -> dict[str, str]:
+    """This process's environment without OTEL_* / REASONFLOW_OTEL_*, plus ``settings``."""
+    environ = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("OTEL_", "REASONFLOW_OTEL_"))
+    }
+    environ.update(settings)
+    return environ
+
+
+def run_program(
+    command: Sequence[str], cwd: Path, **settings: str
+) -> subprocess.CompletedProcess[str]:
+    """Run to completion in ``cwd`` with a clean environment; fails the test on a non-zero exit."""
+    completed = subprocess.run(
+        list(command),
+        cwd=cwd,
+        env=clean_environment(**settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr
+    return completed
