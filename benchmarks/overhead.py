@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -73,7 +74,7 @@ class AsyncStep(pocketflow.AsyncNode):
 
 def linear_flow(flow_class: type[pocketflow.Flow], node_class: type) -> pocketflow.Flow:
     nodes = [node_class() for _ in range(NODES)]
-    for node, following in zip(nodes, nodes[1:]):
+    for node, following in itertools.pairwise(nodes):
         node >> following
     return flow_class(start=nodes[0])
 

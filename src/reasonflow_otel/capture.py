@@ -73,20 +73,26 @@ class Redactor:
     """Recognises secrets in mapping keys and in text."""
 
     def __init__(self, user_patterns: Iterable[str] = ()) -> None:
-        user = [re.compile(pattern) for pattern in user_patterns]
-        self._user_patterns = tuple(user)
-        self._text_patterns = tuple(
+        self._user_patterns = tuple(re.compile(pattern) for pattern in user_patterns)
+        self._built_in_patterns = tuple(
             (re.compile(pattern, re.DOTALL), replacement)
             for pattern, replacement in _BUILT_IN_TEXT_PATTERNS
-        ) + tuple((pattern, REDACTED) for pattern in user)
+        )
 
     def is_secret_key(self, key: str) -> bool:
         """A key whose whole value must be hidden."""
         return bool(_SECRET_KEY.search(key)) or any(p.search(key) for p in self._user_patterns)
 
+    def key(self, key: str) -> str:
+        """A key stays readable unless it is a credential itself (a cache keyed by token)."""
+        for pattern, replacement in self._built_in_patterns:
+            key = pattern.sub(replacement, key)
+        return key
+
     def text(self, text: str) -> str:
-        for pattern, replacement in self._text_patterns:
-            text = pattern.sub(replacement, text)
+        text = self.key(text)
+        for pattern in self._user_patterns:
+            text = pattern.sub(REDACTED, text)
         return text
 
 
@@ -202,7 +208,8 @@ class Capture:
             out.add("{")
             for index, (key, item) in enumerate(items):
                 name = safe_str(key)
-                out.add(("," if index else "") + _quoted(self._string(name, out.room)) + ":")
+                shown = self._redactor.key(name[: out.room + _SCAN_MARGIN])
+                out.add(("," if index else "") + _quoted(shown) + ":")
                 if self._redactor.is_secret_key(name):
                     out.add(_quoted(REDACTED))
                 else:

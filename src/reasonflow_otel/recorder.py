@@ -12,7 +12,9 @@ must never raise: failures go to :func:`guard.report_internal_error`.
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import time
 from asyncio import CancelledError
 from collections.abc import Callable, Hashable, Mapping
@@ -32,6 +34,9 @@ from reasonflow_otel.resources import ResourceProbe, Usage, make_probe
 from reasonflow_otel.settings import Settings
 
 _RUN_KEY = context.create_key("reasonflow-otel-run")
+# fork()s since this module was imported: a run begun in an ancestor process is
+# not this process's to end (its parent ends and exports that span).
+_forks = 0
 _CAPTURE_ATTRIBUTES = {
     "prep": semconv.NODE_PREP_RESULT,
     "exec": semconv.NODE_EXEC_RESULT,
@@ -127,6 +132,7 @@ class Run:
         "exec_started",
         "fallback",
         "flow_name",
+        "forks",
         "in_flight",
         "info",
         "is_item",
@@ -145,6 +151,7 @@ class Run:
         self, info: NodeInfo, parent: Run | None, flow_name: str | None, is_item: bool = False
     ) -> None:
         self.info = info
+        self.forks = _forks
         self.is_item = is_item
         self.owner: object = None
         self.parent = parent
@@ -252,7 +259,7 @@ class Recorder:
                     attributes[semconv.NODE_ID] = node_id
             self._open(run, parent_context, attributes)
             if graph is not None and run.span.is_recording():
-                self._describe_graph(run, graph())
+                self._describe_graph(run, graph)
             if run.is_node:
                 run.in_flight = self._node_place(info, parent)
                 run.metric_attributes = run.in_flight.attributes
@@ -312,9 +319,15 @@ class Recorder:
         run.token = context.attach(run_context)
         run.started = time.perf_counter()
 
-    def _describe_graph(self, run: Run, graph: FlowGraph) -> None:
-        run.node_ids = graph.node_ids()
-        text = graph.to_json(self._settings.graph_max_length)
+    def _describe_graph(self, run: Run, graph: Callable[[], FlowGraph]) -> None:
+        """A graph that cannot be read costs the attribute, not the flow's span."""
+        try:
+            described = graph()
+        except Exception as error:
+            report_internal_error("reading a flow's graph", error)
+            return
+        run.node_ids = described.node_ids()
+        text = _graph_json(described, self._settings.graph_max_length)
         if text:
             run.span.set_attribute(semconv.FLOW_GRAPH, text)
 
@@ -408,6 +421,9 @@ class Recorder:
         successor: str | None = None,
     ) -> None:
         """Close the run's span, restore the context and record its metrics."""
+        if run.forks != _forks:  # begun before this process was forked: the parent ends it
+            self._close(run, end_span=False)
+            return
         try:
             ended = time.perf_counter()
             duration = ended - run.started
@@ -424,11 +440,12 @@ class Recorder:
         finally:
             self._close(run)
 
-    def _close(self, run: Run) -> None:
+    def _close(self, run: Run, *, end_span: bool = True) -> None:
         try:
             if run.token is not None:
                 context.detach(run.token)
-            run.span.end()
+            if end_span:
+                run.span.end()
         except Exception as internal:
             report_internal_error("closing a span", internal)
 
@@ -509,6 +526,12 @@ def _node_metric_attributes(info: NodeInfo, parent: Run | None) -> dict[str, Any
     return attributes
 
 
+@functools.lru_cache(maxsize=128)
+def _graph_json(graph: FlowGraph, max_length: int) -> str:
+    """``graph.to_json``, once per distinct graph: a flow runs the same graph again and again."""
+    return graph.to_json(max_length)
+
+
 def _with_error(attributes: Mapping[str, Any], error_type: str | None) -> Mapping[str, Any]:
     return attributes if error_type is None else {**attributes, semconv.ERROR_TYPE: error_type}
 
@@ -533,3 +556,12 @@ def _mark_failed(span: trace.Span, error: BaseException, error_type: str | None)
         )
     span.set_status(Status(StatusCode.ERROR, f"{error_type}: {message}"))
     span.set_attribute(semconv.ERROR_TYPE, error_type or "_OTHER")
+
+
+def _count_fork() -> None:
+    global _forks
+    _forks += 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_count_fork)

@@ -1,23 +1,23 @@
 """Per-node resource probes: what one node run costs in CPU and memory.
 
 The default probe (``rusage``) reads the thread's CPU clock and makes one
-``getrusage(RUSAGE_THREAD)`` call at each end of a node run (about 1 µs for
-both) and yields:
+``getrusage(RUSAGE_THREAD)`` call at each end of a node run (a microsecond or
+two for both) and yields:
 
-- CPU time: user + system time of the running thread, from its CPU clock
-  (getrusage's own thread times move in scheduler ticks, a few milliseconds). For a sync node that is
-  exactly the node's CPU (work it hands to other threads or processes is not
-  counted). For an async node it is the event-loop thread's CPU
-  while the node was in flight, which includes tasks interleaved with it: an
-  upper bound.
+- CPU time: user + system time of the thread running the node, from its CPU
+  clock (getrusage's own thread times move in scheduler ticks, milliseconds).
+  For a sync node that is exactly the node's CPU; work it hands to other
+  threads or processes is not counted. For an async node it is the event-loop
+  thread's CPU while the node was in flight, which includes the tasks
+  interleaved with it: an upper bound.
 - Memory growth: how far the process's peak resident set rose during the node
   (bytes). Zero unless the node pushed memory to a new high.
 
-``psutil`` is opt-in and costs about 45 µs per boundary (three reads of
-``/proc`` on Linux). It measures the same thread CPU time, the change in
-resident set size instead of the peak (negative when memory was returned), and
-adds the process's disk I/O and open file descriptors during the node. Those
-are process-wide: nodes running at the same time share them.
+``psutil`` is opt-in and costs tens of microseconds per boundary (three reads
+of ``/proc`` on Linux). It measures the same CPU time, the change in resident
+set size instead of the peak (negative when memory was returned), and adds the
+process's disk I/O and open file descriptors during the node. Those are
+process-wide: nodes running at the same time share them.
 
 ``none`` measures nothing.
 """

@@ -48,6 +48,12 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
+from reasonflow_otel.delivery import (
+    CountingSpanExporter,
+    flush_before_exit,
+    reconnect_after_fork,
+)
+from reasonflow_otel.exit_deadline import ShutsDown, bound_exit_time, end_by_exit_deadline
 from reasonflow_otel.local.console import ConsoleLogProcessor, ConsoleTreeProcessor
 from reasonflow_otel.local.store import log_file_for, prepare_for_append
 from reasonflow_otel.sampling import build_sampler
@@ -105,7 +111,29 @@ def configure_sdk(settings: Settings, service_name: str | None = None) -> SdkSet
             _logs.set_logger_provider(logger_provider)
             setup.logger_provider = logger_provider
             setup.installed_logger_provider = True
+    _flush_installed_providers_before_exit(setup)
+    bound_exit_time(_installed_batching_providers(setup))
     return setup
+
+
+def _installed_batching_providers(setup: SdkSetup) -> list[ShutsDown]:
+    """Our tracer and logger providers: their exit waits on batches of exports."""
+    installed = [
+        (setup.installed_tracer_provider, setup.tracer_provider),
+        (setup.installed_logger_provider, setup.logger_provider),
+    ]
+    return [provider for ours, provider in installed if ours]
+
+
+def _flush_installed_providers_before_exit(setup: SdkSetup) -> None:
+    installed = [
+        (setup.installed_tracer_provider, setup.tracer_provider),
+        (setup.installed_meter_provider, setup.meter_provider),
+        (setup.installed_logger_provider, setup.logger_provider),
+    ]
+    providers = [provider for ours, provider in installed if ours]
+    if providers:
+        flush_before_exit(providers)  # type: ignore[arg-type]
 
 
 def _resource(service_name: str | None) -> Resource:
@@ -117,7 +145,7 @@ def _resource(service_name: str | None) -> Resource:
 def _tracer_provider(settings: Settings, resource: Resource, names: list[str]) -> TracerProvider:
     provider = TracerProvider(resource=resource, sampler=build_sampler(settings))
     for name, exporter in _exporters("traces", settings):
-        provider.add_span_processor(BatchSpanProcessor(exporter))
+        provider.add_span_processor(BatchSpanProcessor(CountingSpanExporter(name, exporter)))
         names.append(name)
     return provider
 
@@ -193,7 +221,8 @@ def _exporters(
             if name == LOCAL_FILE_EXPORTER and signal != "metrics":
                 exporters.append((name, exporter_class(_local_file(signal, settings))))
                 continue
-            exporters.append((name, exporter_class()))
+            exporter = reconnect_after_fork(exporter_class())
+            exporters.append((name, end_by_exit_deadline(exporter)))
         except Exception as error:
             _logger.warning(
                 "reasonflow-otel: cannot use %s exporter %r (%s); it is skipped",

@@ -185,7 +185,7 @@ class Settings:
         "rusage",
         choice(*RESOURCE_PROBES),
         "Per-node resource probe: none, rusage (thread CPU, peak RSS; cheap) or psutil "
-        "(adds RSS change, disk I/O, open descriptors; about 45 µs per node boundary).",
+        "(adds RSS change, disk I/O, open descriptors; tens of µs per node boundary).",
     )
     process_metrics: bool = _setting(
         True, parse_bool, "Process CPU, memory, threads, descriptors and GC metrics."
@@ -205,9 +205,12 @@ class Settings:
     trace_file: Path = _setting(
         Path(".reasonflow-otel/traces.jsonl"),
         parse_path,
-        "Local OTLP JSON lines file used when no OTLP endpoint is set.",
+        "Local OTLP JSON lines file used when no OTLP endpoint is set (relative to the working "
+        "directory); logs go beside it, as <name>.logs.jsonl.",
     )
-    console: bool = _setting(False, parse_bool, "Print each finished trace as a tree.")
+    console: bool = _setting(
+        False, parse_bool, "Print each finished trace on stderr as a tree, with its logs."
+    )
     # Payload capture (off by default)
     capture: tuple[str, ...] = _setting(
         (), subset_of(*CAPTURE_PHASES), "Payloads to record: prep, exec, post, shared."

@@ -110,7 +110,7 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
     def __init__(self, receiver: OtlpReceiver) -> None:
         self._receiver = receiver
 
-    def Export(self, request: Any, context: Any) -> Any:  # noqa: N802 (the gRPC method name)
+    def Export(self, request: Any, context: Any) -> Any:
         self._receiver.add_traces(request)
         return trace_service_pb2.ExportTraceServiceResponse()
 
@@ -119,7 +119,7 @@ class _LogsService(logs_service_pb2_grpc.LogsServiceServicer):
     def __init__(self, receiver: OtlpReceiver) -> None:
         self._receiver = receiver
 
-    def Export(self, request: Any, context: Any) -> Any:  # noqa: N802
+    def Export(self, request: Any, context: Any) -> Any:
         self._receiver.add_logs(request)
         return logs_service_pb2.ExportLogsServiceResponse()
 
@@ -156,7 +156,9 @@ _HTTP_ROUTES: dict[str, tuple[type, type, str]] = {
 
 def _http_handler(receiver: OtlpReceiver) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        protocol_version = "HTTP/1.1"  # keeps connections alive, as collectors do
+
+        def do_POST(self) -> None:
             route = _HTTP_ROUTES.get(self.path)
             if route is None:
                 self.send_error(404)

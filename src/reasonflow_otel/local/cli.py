@@ -37,6 +37,7 @@ from reasonflow_otel.local.store import (
     read_spans,
     warn_on_stderr,
 )
+from reasonflow_otel.local.text import plural
 from reasonflow_otel.local.tree import Style, build_tree, render_trace
 from reasonflow_otel.settings import Settings, load_settings
 from reasonflow_otel.version import __version__
@@ -134,7 +135,7 @@ def export_command(arguments: argparse.Namespace) -> int:
         )
     rejected = f", {result.rejected:,} rejected by the endpoint" if result.rejected else ""
     print(
-        f"Sent {result.spans:,} spans in {result.requests:,} requests to "
+        f"Sent {plural(result.spans, 'span')} in {plural(result.requests, 'request')} to "
         f"{arguments.endpoint}{rejected}."
     )
     if result.error:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from opentelemetry.context import Context
 from opentelemetry.sdk._logs import LogRecordProcessor, ReadWriteLogRecord
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
-from opentelemetry.trace import StatusCode, format_span_id, format_trace_id
+from opentelemetry.trace import StatusCode, TraceFlags, format_span_id, format_trace_id
 
 from reasonflow_otel.guard import report_internal_error
 from reasonflow_otel.local.store import LogLine, SpanEvent, SpanRecord, severity_name
@@ -46,14 +46,15 @@ class ConsoleTreeProcessor(SpanProcessor):
     def on_end(self, span: ReadableSpan) -> None:
         try:
             record = span_record(span)
-            with self._lock:
-                self._trace(record.trace_id).spans.append(record)
-                finished = span.parent is None or span.parent.is_remote
-                pending = self._pending.pop(record.trace_id) if finished else None
-                if pending is not None:
-                    self._held -= len(pending.spans) + len(pending.logs)
-            if pending is not None:
-                self._print(pending)
+            if span.parent is not None and not span.parent.is_remote:
+                with self._lock:
+                    self._trace(record.trace_id).spans.append(record)
+                return
+            with self._lock:  # the local root: the trace is complete
+                pending = self._pending.pop(record.trace_id, None) or _PendingTrace()
+                self._held -= len(pending.spans) + len(pending.logs)
+            pending.spans.append(record)
+            self._print(pending)
         except Exception as error:
             report_internal_error("printing the console trace tree", error)
 
@@ -94,7 +95,10 @@ class ConsoleTreeProcessor(SpanProcessor):
 
 
 class ConsoleLogProcessor(LogRecordProcessor):
-    """Hands the logs emitted inside a span to the console tree."""
+    """Hands the logs emitted inside a sampled span to the console tree.
+
+    Logs of unsampled traces are left out: their spans never reach the tree.
+    """
 
     def __init__(self, tree: ConsoleTreeProcessor) -> None:
         self._tree = tree
@@ -102,7 +106,7 @@ class ConsoleLogProcessor(LogRecordProcessor):
     def on_emit(self, log_record: ReadWriteLogRecord) -> None:
         try:
             record = log_record.log_record
-            if record.trace_id and record.span_id:
+            if record.trace_id and record.span_id and TraceFlags(record.trace_flags or 0).sampled:
                 self._tree.add_log(log_line(log_record))
         except Exception as error:
             report_internal_error("adding a log to the console trace tree", error)
@@ -117,7 +121,8 @@ class ConsoleLogProcessor(LogRecordProcessor):
 def span_record(span: ReadableSpan) -> SpanRecord:
     """An SDK span as the store's record."""
     context = span.get_span_context()
-    assert context is not None  # an SDK span always has one
+    if context is None:
+        raise ValueError(f"span {span.name!r} has no span context")
     return SpanRecord(
         trace_id=format_trace_id(context.trace_id),
         span_id=format_span_id(context.span_id),

@@ -68,13 +68,21 @@ def diagnose() -> Diagnosis:
 
 
 def _check_sdk(diagnosis: Diagnosis, settings: Settings) -> None:
-    environ = os.environ
     service = str(Resource.create().attributes.get(SERVICE_NAME, ""))
     diagnosis.add("service name", service)
     if service.startswith("unknown_service"):
         diagnosis.fixes.append("Set OTEL_SERVICE_NAME so this program's traces are easy to find.")
-    if environ.get(OTEL_SDK_DISABLED, "").strip().lower() == "true":
+    if os.environ.get(OTEL_SDK_DISABLED, "").strip().lower() == "true":
         diagnosis.fixes.append("OTEL_SDK_DISABLED=true: nothing is recorded until it is unset.")
+    _check_exporters(diagnosis)
+    diagnosis.add("sampler", build_sampler(settings).get_description())
+    diagnosis.add("propagators", os.environ.get(OTEL_PROPAGATORS) or "tracecontext,baggage")
+    diagnosis.add("console tree", "on" if settings.console else "off")
+
+
+def _check_exporters(diagnosis: Diagnosis) -> None:
+    """Each signal's exporters, then each OTLP endpoint they use, tried once."""
+    endpoints: dict[str, list[Signal]] = {}
     for signal in ("traces", "metrics", "logs"):
         try:
             names = exporter_names(signal)
@@ -84,10 +92,16 @@ def _check_sdk(diagnosis: Diagnosis, settings: Settings) -> None:
         diagnosis.add(f"{signal} exporters", ", ".join(names) or "none")
         for name in names:
             if name in _OTLP_EXPORTERS:
-                _check_endpoint(diagnosis, signal, otlp_endpoint(signal, name))
-    diagnosis.add("sampler", build_sampler(settings).get_description())
-    diagnosis.add("propagators", environ.get(OTEL_PROPAGATORS) or "tracecontext,baggage")
-    diagnosis.add("console tree", "on" if settings.console else "off")
+                endpoints.setdefault(otlp_endpoint(signal, name), []).append(signal)
+    for url, signals in endpoints.items():
+        problem = connection_problem(url)
+        for signal in signals:
+            diagnosis.add(f"{signal} endpoint", f"{url} ({problem or 'answers'})")
+        if problem:
+            diagnosis.fixes.append(
+                f"Nothing answers at {url} ({problem}): start the Collector or backend, or fix "
+                f"OTEL_EXPORTER_OTLP_ENDPOINT; until then {' and '.join(signals)} are dropped."
+            )
 
 
 def otlp_endpoint(signal: Signal, exporter: str) -> str:
@@ -99,16 +113,6 @@ def otlp_endpoint(signal: Signal, exporter: str) -> str:
     if exporter == "otlp_proto_grpc":
         return base or "http://localhost:4317"
     return f"{(base or 'http://localhost:4318').rstrip('/')}/v1/{signal}"
-
-
-def _check_endpoint(diagnosis: Diagnosis, signal: Signal, url: str) -> None:
-    problem = connection_problem(url)
-    diagnosis.add(f"{signal} endpoint", f"{url} ({problem or 'answers'})")
-    if problem:
-        diagnosis.fixes.append(
-            f"Nothing answers at {url} ({problem}): start the Collector or backend, or fix "
-            f"OTEL_EXPORTER_OTLP_ENDPOINT; until then {signal} are dropped."
-        )
 
 
 def connection_problem(url: str) -> str | None:

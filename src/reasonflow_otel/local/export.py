@@ -84,7 +84,10 @@ def export_file(
 
 
 def request_from_json(request: dict[str, Any]) -> ExportTraceServiceRequest:
-    """One OTLP/JSON line as the protobuf request; ``ValueError`` if it does not fit."""
+    """One parsed OTLP/JSON line (its ids converted in place) as the protobuf request.
+
+    Raises ``ValueError`` for data that does not fit the message.
+    """
     for span in _json_spans(request):
         _hex_ids_to_base64(span)
         for link in span.get("links") or ():

@@ -2,11 +2,12 @@
 
 A trace's spans may be spread over many lines of the file (each line is one export batch),
 so a small summary is kept per trace while the file streams by: memory grows with the number
-of traces, about 200 bytes each, never with their spans.
+of traces (a few hundred bytes each; names are shared), never with their spans.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Literal
@@ -39,18 +40,19 @@ class TraceSummary:
         self.end_ns = 0
         self.root: str | None = None
         self.failed = False
-        self.flows: set[str] = set()
+        self.flows: tuple[str, ...] = ()  # usually one or two: a tuple is the smallest
 
     def add(self, span: SpanRecord) -> None:
         if self.spans == 0 or span.start_ns < self.first_start:
-            self.first_start, self.first_name = span.start_ns, span.name
+            self.first_start, self.first_name = span.start_ns, sys.intern(span.name)
         self.spans += 1
         self.end_ns = max(self.end_ns, span.end_ns)
         self.failed = self.failed or span.failed
+        flow_name = span.flow_name
         if not span.parent_id:
-            self.root = span.flow_name or span.name
-        if span.flow_name is not None:
-            self.flows.add(span.flow_name)
+            self.root = sys.intern(flow_name or span.name)
+        if flow_name is not None and flow_name not in self.flows:
+            self.flows += (sys.intern(flow_name),)
 
     @property
     def root_name(self) -> str:

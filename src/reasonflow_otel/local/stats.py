@@ -14,7 +14,7 @@ from typing import Any
 
 from reasonflow_otel import semconv
 from reasonflow_otel.local.store import SpanRecord
-from reasonflow_otel.local.text import format_duration, format_table
+from reasonflow_otel.local.text import format_duration, format_table, plural
 
 BOTTLENECKS_SHOWN = 5
 QUANTILES = {"p50": 0.5, "p95": 0.95}
@@ -236,6 +236,6 @@ def _failure_line(error_type: str, failure: dict[str, Any]) -> str:
     where = ", ".join(f"{name} ({count})" for name, count in failure["where"].items())
     example = f'  "{failure["example"]}"' if failure["example"] else ""
     return (
-        f"  {error_type}: {failure['failed_runs']} failed runs, "
-        f"{failure['retried_attempts']} retried attempts  in {where}{example}"
+        f"  {error_type}: {plural(failure['failed_runs'], 'failed run')}, "
+        f"{plural(failure['retried_attempts'], 'retried attempt')}  in {where}{example}"
     )

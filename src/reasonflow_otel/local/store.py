@@ -26,13 +26,13 @@ Signal = Literal["traces", "logs"]
 Warn = Callable[[str], None]
 T = TypeVar("T")
 
-# The top-level key of each signal's OTLP/JSON request, and how a line of it is described.
+# The top-level key of each signal's OTLP/JSON request -> the signal.
 _TOP_KEYS: Mapping[str, str] = {
     "resourceSpans": "traces",
     "resourceLogs": "logs",
     "resourceMetrics": "metrics",
 }
-_SIGNAL_KEYS: Mapping[Signal, str] = {"traces": "resourceSpans", "logs": "resourceLogs"}
+_SIGNAL_KEYS = {signal: key for key, signal in _TOP_KEYS.items()}
 _STATUS_ERROR = (2, "STATUS_CODE_ERROR")  # OTLP/JSON uses the number; ProtoJSON allows names
 _SEVERITY_NAMES = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")  # 4 numbers each
 
@@ -205,7 +205,7 @@ def _parse(line: bytes, signal: Signal) -> dict[str, Any]:
 
 def _describe(error: BaseException) -> str:
     if isinstance(error, json.JSONDecodeError):
-        return f"{error.msg} at column {error.colno}"
+        return f"{error.msg.removesuffix(' at')} at character {error.pos + 1}"
     if isinstance(error, KeyError):
         return f"missing {error}"
     return str(error)

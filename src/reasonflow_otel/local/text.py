@@ -20,6 +20,11 @@ def format_duration(seconds: float) -> str:
     return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"
 
 
+def plural(count: int, singular: str, plural: str | None = None) -> str:
+    """``1 retry``, ``2 retries``, ``1,000 spans``."""
+    return f"{count:,} {singular if count == 1 else plural or singular + 's'}"
+
+
 def format_table(rows: Sequence[Sequence[str]], left_columns: int = 1) -> list[str]:
     """Rows as aligned columns: the first ``left_columns`` flush left, the others right."""
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]

@@ -23,9 +23,10 @@ from typing import TextIO
 
 from reasonflow_otel import semconv
 from reasonflow_otel.local.store import LogLine, SpanRecord
-from reasonflow_otel.local.text import format_duration
+from reasonflow_otel.local.text import format_duration, plural
 
-# Batch items beyond this many are folded into one line (failed ones are always shown).
+# A node with more than twice this many batch items shows its first ITEMS_SHOWN items and the
+# eventful ones (failed, retried, fell back); the rest are folded into one line.
 ITEMS_SHOWN = 5
 _RETRY_EVENTS = {semconv.EVENT_RETRY: "failed", semconv.EVENT_FALLBACK: "failed, fallback used"}
 
@@ -186,7 +187,7 @@ def _notes(span: SpanRecord) -> list[str]:
     notes = []
     retries = sum(1 for event in span.events if event.name == semconv.EVENT_RETRY)
     if retries:
-        notes.append(f"{retries} {'retry' if retries == 1 else 'retries'}")
+        notes.append(plural(retries, "retry", "retries"))
     if span.attributes.get(semconv.NODE_FALLBACK):
         notes.append("fallback")
     return notes
@@ -224,7 +225,7 @@ def summary_line(root: TreeNode, style: Style = UNICODE_STYLE) -> str:
     failures = style.paint(f"{failed} failed", "red") if failed else "0 failed"
     return (
         f"{root_label(root.span)}: {format_duration(root.span.duration)} total, "
-        f"{len(nodes)} {'node' if len(nodes) == 1 else 'nodes'} run, {failures}"
+        f"{plural(len(nodes), 'node')} run, {failures}"
     )
 
 

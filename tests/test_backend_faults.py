@@ -1,0 +1,143 @@
+"""A misbehaving backend costs spans, never the workflow, and every lost span is counted.
+
+A real OTLP/gRPC receiver (support/otlp_faulty_receiver.py) is killed and
+restarted, answers slower than the exporter waits, or answers with errors. The
+spans go through the real path: the SDK's batch processor, our
+CountingSpanExporter, the SDK's OTLP exporter. The in-memory exporter of the
+``telemetry`` fixture sees every span produced, so for each phase of a test:
+
+    produced == arrived + counted as lost
+
+The batch delay is ten minutes: exports happen only when a test flushes, so each
+flush is exactly one export call, finished when ``force_flush`` returns.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import grpc
+import pocketflow
+import pytest
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from support.otlp_faulty_receiver import FaultyOtlpReceiver, running_faulty_receiver
+
+from reasonflow_otel.delivery import CountingSpanExporter
+
+EXPORT_TIMEOUT_SECONDS = 3
+FLOWS_PER_PHASE = 5
+SPANS_PER_PHASE = 2 * FLOWS_PER_PHASE  # a flow span and a node span per flow
+
+
+@dataclass
+class Pipeline:
+    telemetry: object
+    exporter: CountingSpanExporter
+    processor: BatchSpanProcessor
+
+    def run(self, phase: str) -> None:
+        """Run the phase's flows and export them in one call."""
+        for _ in range(FLOWS_PER_PHASE):
+            flow = pocketflow.Flow(start=pocketflow.Node())
+            flow.name = phase
+            flow.run({})
+        self.processor.force_flush()
+
+
+@pytest.fixture
+def receiver() -> Iterator[FaultyOtlpReceiver]:
+    with running_faulty_receiver("grpc") as receiver:
+        yield receiver
+
+
+@pytest.fixture
+def pipeline(make_telemetry, receiver) -> Iterator[Pipeline]:
+    telemetry = make_telemetry()
+    otlp = OTLPSpanExporter(
+        endpoint=receiver.endpoint, insecure=True, timeout=EXPORT_TIMEOUT_SECONDS
+    )
+    exporter = CountingSpanExporter("otlp", otlp)
+    processor = BatchSpanProcessor(exporter, schedule_delay_millis=600_000)
+    telemetry.tracer_provider.add_span_processor(processor)
+    yield Pipeline(telemetry, exporter, processor)
+    processor.shutdown()
+
+
+def arrived(receiver: FaultyOtlpReceiver) -> Counter[str]:
+    """Spans stored by the receiver, by phase (each flow span is named after its phase)."""
+    return Counter(
+        span.name.removeprefix("invoke_workflow ")
+        for span in receiver.stored_spans()
+        if span.name.startswith("invoke_workflow ")
+    )
+
+
+def test_a_receiver_killed_mid_run_loses_only_the_spans_of_its_outage(pipeline, receiver, caplog):
+    pipeline.run("before")
+    receiver.kill()
+    pipeline.run("outage")
+    receiver.start()  # same port
+    pipeline.run("after")
+
+    assert arrived(receiver) == {"before": FLOWS_PER_PHASE, "after": FLOWS_PER_PHASE}
+    assert len(receiver.stored_spans()) == 2 * SPANS_PER_PHASE
+    assert pipeline.exporter.lost_spans == SPANS_PER_PHASE
+    assert len(pipeline.telemetry.spans()) == 3 * SPANS_PER_PHASE
+    with caplog.at_level(logging.WARNING, logger="reasonflow_otel"):
+        pipeline.processor.shutdown()
+    ours = [record for record in caplog.records if record.name.startswith("reasonflow_otel")]
+    assert [record.getMessage() for record in ours] == [
+        "reasonflow-otel: 10 spans could not be delivered by the otlp exporter "
+        "(the errors were logged when they happened)"
+    ]
+
+
+def test_a_receiver_down_at_start_receives_everything_once_it_is_up(pipeline, receiver):
+    receiver.kill()
+    pipeline.run("down")
+    receiver.start()
+    pipeline.run("up")
+
+    assert arrived(receiver) == {"up": FLOWS_PER_PHASE}
+    assert pipeline.exporter.lost_spans == SPANS_PER_PHASE
+    assert len(pipeline.telemetry.spans()) == 2 * SPANS_PER_PHASE
+
+
+def test_a_slow_receiver_is_given_up_on_at_the_export_timeout(pipeline, receiver):
+    receiver.behaviour = "slow"
+    pipeline.run("slow")
+    receiver.behaviour = "ok"
+    pipeline.run("fast")
+
+    [slow] = [request for request in receiver.requests() if request.outcome != "stored"]
+    # The exporter sent its timeout as the call's deadline and hung up when it passed
+    # (the receiver would have held the call for a minute); no retry fits after that.
+    assert slow.outcome == "abandoned"
+    assert 0 < slow.deadline <= EXPORT_TIMEOUT_SECONDS
+    assert len(slow.spans) == SPANS_PER_PHASE
+    assert arrived(receiver) == {"fast": FLOWS_PER_PHASE}
+    assert pipeline.exporter.lost_spans == SPANS_PER_PHASE
+
+
+@pytest.mark.parametrize(
+    ("code", "retried"),
+    [(grpc.StatusCode.INVALID_ARGUMENT, False), (grpc.StatusCode.UNAVAILABLE, True)],
+)
+def test_a_receiver_answering_errors_loses_those_batches_and_recovers(
+    pipeline, receiver, code, retried
+):
+    receiver.behaviour, receiver.grpc_failure = "fail", code
+    pipeline.run("failing")
+    receiver.behaviour = "ok"
+    pipeline.run("healthy")
+
+    failed = [request for request in receiver.requests() if request.outcome == "failed"]
+    # A permanent error is not retried; a transient one is, until the timeout.
+    assert (len(failed) > 1) is retried
+    assert all(len(request.spans) == SPANS_PER_PHASE for request in failed)
+    assert arrived(receiver) == {"healthy": FLOWS_PER_PHASE}
+    assert pipeline.exporter.lost_spans == SPANS_PER_PHASE
