@@ -15,6 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.sampling import Sampler
 
+from reasonflow_otel import settings
 from reasonflow_otel.instrumentation.pocketflow import PocketFlowInstrumentor
 from reasonflow_otel.settings import load_settings
 from reasonflow_otel.views import build_views
@@ -60,6 +61,12 @@ class Telemetry:
             if metric.name == name
             for point in metric.data.data_points
         ]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_configuration_warnings() -> None:
+    """Configuration warnings are logged once per process; each test starts with none seen."""
+    settings._warned.clear()
 
 
 @pytest.fixture

@@ -1,8 +1,8 @@
 """A misbehaving backend costs spans, never the workflow, and every lost span is counted.
 
-A real OTLP/gRPC receiver (support/otlp_faulty_receiver.py) is killed and
-restarted, answers slower than the exporter waits, or answers with errors. The
-spans go through the real path: the SDK's batch processor, our
+A real OTLP receiver (support/otlp_faulty_receiver.py, gRPC or HTTP) is killed
+and restarted, answers slower than the exporter waits, or answers with errors.
+The spans go through the real path: the SDK's batch processor, our
 CountingSpanExporter, the SDK's OTLP exporter. The in-memory exporter of the
 ``telemetry`` fixture sees every span produced, so for each phase of a test:
 
@@ -22,8 +22,14 @@ from dataclasses import dataclass
 import grpc
 import pocketflow
 import pytest
-from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from conftest import Telemetry
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+    OTLPSpanExporter as GrpcSpanExporter,
+)
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+    OTLPSpanExporter as HttpSpanExporter,
+)
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from support.otlp_faulty_receiver import FaultyOtlpReceiver, running_faulty_receiver
 
 from reasonflow_otel.delivery import CountingSpanExporter
@@ -35,7 +41,7 @@ SPANS_PER_PHASE = 2 * FLOWS_PER_PHASE  # a flow span and a node span per flow
 
 @dataclass
 class Pipeline:
-    telemetry: object
+    telemetry: Telemetry
     exporter: CountingSpanExporter
     processor: BatchSpanProcessor
 
@@ -49,18 +55,26 @@ class Pipeline:
 
 
 @pytest.fixture
-def receiver() -> Iterator[FaultyOtlpReceiver]:
-    with running_faulty_receiver("grpc") as receiver:
+def receiver(request: pytest.FixtureRequest) -> Iterator[FaultyOtlpReceiver]:
+    """gRPC unless a test asks for another protocol (indirect parametrization)."""
+    with running_faulty_receiver(getattr(request, "param", "grpc")) as receiver:
         yield receiver
+
+
+def otlp_exporter(receiver: FaultyOtlpReceiver) -> SpanExporter:
+    if receiver.protocol == "grpc":
+        return GrpcSpanExporter(
+            endpoint=receiver.endpoint, insecure=True, timeout=EXPORT_TIMEOUT_SECONDS
+        )
+    return HttpSpanExporter(
+        endpoint=f"{receiver.endpoint}/v1/traces", timeout=EXPORT_TIMEOUT_SECONDS
+    )
 
 
 @pytest.fixture
 def pipeline(make_telemetry, receiver) -> Iterator[Pipeline]:
     telemetry = make_telemetry()
-    otlp = OTLPSpanExporter(
-        endpoint=receiver.endpoint, insecure=True, timeout=EXPORT_TIMEOUT_SECONDS
-    )
-    exporter = CountingSpanExporter("otlp", otlp)
+    exporter = CountingSpanExporter("otlp", otlp_exporter(receiver))
     processor = BatchSpanProcessor(exporter, schedule_delay_millis=600_000)
     telemetry.tracer_provider.add_span_processor(processor)
     yield Pipeline(telemetry, exporter, processor)
@@ -76,6 +90,7 @@ def arrived(receiver: FaultyOtlpReceiver) -> Counter[str]:
     )
 
 
+@pytest.mark.parametrize("receiver", ["grpc", "http/protobuf"], indirect=True)
 def test_a_receiver_killed_mid_run_loses_only_the_spans_of_its_outage(pipeline, receiver, caplog):
     pipeline.run("before")
     receiver.kill()
@@ -96,6 +111,7 @@ def test_a_receiver_killed_mid_run_loses_only_the_spans_of_its_outage(pipeline, 
     ]
 
 
+@pytest.mark.parametrize("receiver", ["grpc", "http/protobuf"], indirect=True)
 def test_a_receiver_down_at_start_receives_everything_once_it_is_up(pipeline, receiver):
     receiver.kill()
     pipeline.run("down")
@@ -124,13 +140,19 @@ def test_a_slow_receiver_is_given_up_on_at_the_export_timeout(pipeline, receiver
 
 
 @pytest.mark.parametrize(
-    ("code", "retried"),
-    [(grpc.StatusCode.INVALID_ARGUMENT, False), (grpc.StatusCode.UNAVAILABLE, True)],
+    ("receiver", "failure", "retried"),
+    [
+        ("grpc", grpc.StatusCode.INVALID_ARGUMENT, False),
+        ("grpc", grpc.StatusCode.UNAVAILABLE, True),
+        ("http/protobuf", 400, False),
+        ("http/protobuf", 503, True),
+    ],
+    indirect=["receiver"],
 )
 def test_a_receiver_answering_errors_loses_those_batches_and_recovers(
-    pipeline, receiver, code, retried
+    pipeline, receiver, failure, retried
 ):
-    receiver.behaviour, receiver.grpc_failure = "fail", code
+    receiver.behaviour, receiver.failure = "fail", failure
     pipeline.run("failing")
     receiver.behaviour = "ok"
     pipeline.run("healthy")

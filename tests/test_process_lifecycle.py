@@ -19,6 +19,8 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from support.otlp_faulty_receiver import FaultyOtlpReceiver, running_faulty_receiver
 from support.processes import REPOSITORY, clean_environment
 
+from reasonflow_otel.delivery import FLUSH_SECONDS
+
 APP = REPOSITORY / "tests" / "apps" / "lifecycle_app.py"
 PROTOCOLS = ["grpc", "http/protobuf"]
 
@@ -35,7 +37,9 @@ def grpc_receiver() -> Iterator[FaultyOtlpReceiver]:
         yield receiver
 
 
-def start_app(scenario: str, receiver: FaultyOtlpReceiver) -> subprocess.Popen[str]:
+def start_app(
+    scenario: str, receiver: FaultyOtlpReceiver, **settings: str
+) -> subprocess.Popen[str]:
     environ = clean_environment(
         OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
         OTEL_EXPORTER_OTLP_PROTOCOL=receiver.protocol,
@@ -43,6 +47,7 @@ def start_app(scenario: str, receiver: FaultyOtlpReceiver) -> subprocess.Popen[s
         OTEL_METRICS_EXPORTER="none",
         OTEL_LOGS_EXPORTER="none",
         REASONFLOW_OTEL_PROCESS_METRICS="false",
+        **settings,
     )
     return subprocess.Popen(
         [sys.executable, str(APP), scenario],
@@ -93,6 +98,19 @@ def test_spans_are_flushed_on_sigterm_and_the_process_still_dies_of_it(grpc_rece
 
     assert app.returncode == -signal.SIGTERM
     assert names(grpc_receiver.wait_for_spans(2)) == flow_spans("BeforeSigterm")
+
+
+def test_the_sigterm_flush_gives_up_on_a_backend_that_never_answers(grpc_receiver):
+    grpc_receiver.behaviour = "slow"  # holds each export for a minute
+    app = start_app("sigterm", grpc_receiver, OTEL_EXPORTER_OTLP_TIMEOUT="300")
+    assert app.stdout.readline() == "ready\n"
+    app.send_signal(signal.SIGTERM)
+    # The flush waits FLUSH_SECONDS (5), not the export timeout (300) nor the minute.
+    app.communicate(timeout=FLUSH_SECONDS + 25)
+
+    assert app.returncode == -signal.SIGTERM
+    [held] = grpc_receiver.wait_for_requests(1)
+    assert (held.outcome, len(held.spans)) == ("abandoned", 2)
 
 
 def test_sigterm_flushes_before_handing_over_to_the_apps_own_handler(grpc_receiver):
@@ -155,10 +173,14 @@ def test_multiprocessing_children_export_their_own_spans_once(receiver):
     assert flows_over_the_connection_opened_before_the_fork(receiver) <= PARENT_FLOWS
 
 
-def test_pool_workers_export_their_spans_when_the_pool_is_terminated(receiver):
+def test_pool_workers_export_their_spans_and_keep_the_default_sigterm(receiver):
     stdout = run_app("multiprocessing-pool", receiver)
 
-    assert stdout.splitlines() == ["pool results [0, 1, 2, 3]", "done"]
+    # (task, SIGTERM has its default action): Pool.terminate() must work as without us.
+    assert stdout.splitlines() == [
+        "pool results [(0, True), (1, True), (2, True), (3, True)]",
+        "done",
+    ]
     spans = receiver.wait_for_spans(12)
     assert names(spans) == flow_spans(
         "Warmup", "PoolTask0", "PoolTask1", "PoolTask2", "PoolTask3", "ParentAfterPool"

@@ -18,6 +18,12 @@ providers are left as they are):
   child exports its own spans, once, over connections of its own (see
   :func:`reconnect_after_fork`). A child made with a bare ``os.fork()`` flushes
   at its normal exit, not when it leaves through ``os._exit()``.
+- A ``multiprocessing`` child gets back the SIGTERM handler the app had, so
+  ``terminate()`` keeps its meaning. A Python-level handler runs only when the
+  main thread gets to it, and a pool worker is often blocked in a lock just as
+  ``Pool.terminate()`` signals it: with our handler, such a worker could miss
+  the signal and the pool's ``join()`` would hang. What a terminated child had
+  not exported yet is lost (``close()`` and ``join()`` a pool to keep it).
 """
 
 from __future__ import annotations
@@ -158,6 +164,8 @@ class _LastFlush:
         from multiprocessing import util
 
         util.Finalize(self, flush, args=(self._providers,), exitpriority=0)
+        if signal.getsignal(signal.SIGTERM) == self._on_sigterm:
+            signal.signal(signal.SIGTERM, self._previous)
 
 
 _last_flushes: list[_LastFlush] = []

@@ -13,9 +13,9 @@ timeout. If it is not done by then, the exporters :func:`configure_sdk` made are
 shut down: their retry waits and gRPC calls end at once, what is left fails at
 once (and is counted as lost), and exit goes on after at most
 :data:`UNWIND_SECONDS` more; a request already sent over HTTP ends by its own
-timeout, in a daemon thread nobody waits for. The meter
-provider keeps the SDK's own exit handler: it exports once, within the timeout.
-A healthy backend is flushed long before the deadline.
+timeout, in a daemon thread nobody waits for. The meter provider keeps the
+SDK's own exit handler: it exports once, within the timeout. A healthy backend
+is flushed long before the deadline.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from opentelemetry.sdk.environment_variables import (
     OTEL_EXPORTER_OTLP_TIMEOUT,
     OTEL_EXPORTER_OTLP_TRACES_TIMEOUT,
 )
+from opentelemetry.sdk.metrics.export import MetricReader
 
 from reasonflow_otel.guard import report_internal_error
 
@@ -57,9 +58,14 @@ _exporters: list[ShutsDown] = []
 
 
 def end_by_exit_deadline(exporter: ShutsDownT) -> ShutsDownT:
-    """Have ``exporter`` shut down if exit is still waiting at the deadline; returns it."""
-    with _lock:
-        _exporters.append(exporter)
+    """Have ``exporter`` shut down if exit is still waiting at the deadline; returns it.
+
+    A metric reader that serves its own endpoint (Prometheus) sends nothing, so it
+    is left to the meter provider.
+    """
+    if not isinstance(exporter, MetricReader):
+        with _lock:
+            _exporters.append(exporter)
     return exporter
 
 

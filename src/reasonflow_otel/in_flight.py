@@ -41,8 +41,8 @@ class InFlight:
         """Starts minus ends.
 
         Reading advances both counters by one, which cancels out. Ends are read
-        first, so a run that starts and ends between the two reads is counted
-        in neither and the value never dips below zero.
+        first: a run that ends between the two reads still counts as running,
+        so the value may be high for that instant but is never below zero.
         """
         ended = next(self._ends)
         return next(self._starts) - ended

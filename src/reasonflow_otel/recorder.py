@@ -23,6 +23,7 @@ from typing import Any
 
 from opentelemetry import context, trace
 from opentelemetry.metrics import Meter
+from opentelemetry.sdk.trace.sampling import Sampler
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 from reasonflow_otel import semconv
@@ -191,6 +192,7 @@ class Recorder:
 
     def __init__(self, tracer: Tracer, meter: Meter, settings: Settings) -> None:
         self._tracer = tracer
+        self._drops_unsampled_children = _drops_unsampled_children(tracer)
         self._settings = settings
         self._probe: ResourceProbe = make_probe(settings.resource_probe)
         self._baggage = baggage_selection(settings)
@@ -290,8 +292,8 @@ class Recorder:
             if parent.info.is_flow:
                 attributes[semconv.GEN_AI_WORKFLOW_NAME] = parent.info.name
             self._open(run, context.get_current(), attributes, f"{parent.info.name} item")
-            run.metric_attributes = (
-                parent.metric_attributes or _node_metric_attributes(parent.info, parent.parent)
+            run.metric_attributes = parent.metric_attributes or _node_metric_attributes(
+                parent.info, parent.parent
             )
             return run
         except Exception as error:
@@ -307,15 +309,19 @@ class Recorder:
         attributes: dict[str, Any],
         span_name: str | None = None,
     ) -> None:
-        run.span = self._tracer.start_span(
-            span_name or run.info.span_name,
-            context=parent_context,
-            kind=SpanKind.INTERNAL,
-            attributes=attributes,
-        )
-        run_context = context.set_value(
-            _RUN_KEY, run, trace.set_span_in_context(run.span, parent_context)
-        )
+        if self._drops_unsampled_children and _in_unsampled_local_span(parent_context):
+            # The sampler would drop the span: none is made, the parent's stays current.
+            run_context = context.set_value(_RUN_KEY, run, parent_context)
+        else:
+            run.span = self._tracer.start_span(
+                span_name or run.info.span_name,
+                context=parent_context,
+                kind=SpanKind.INTERNAL,
+                attributes=attributes,
+            )
+            run_context = context.set_value(
+                _RUN_KEY, run, trace.set_span_in_context(run.span, parent_context)
+            )
         run.token = context.attach(run_context)
         run.started = time.perf_counter()
 
@@ -524,6 +530,34 @@ def _node_metric_attributes(info: NodeInfo, parent: Run | None) -> dict[str, Any
     if parent is not None and parent.flow_name is not None:
         attributes[semconv.GEN_AI_WORKFLOW_NAME] = parent.flow_name
     return attributes
+
+
+def _drops_unsampled_children(tracer: Tracer) -> bool:
+    """Whether the tracer's sampler drops every span whose local parent was not sampled.
+
+    True for the SDK's always-off sampler and for a parent-based one with its
+    default delegates (the default, per-flow ratios included), as their
+    descriptions say; such spans are then not made at all. Other tracers and
+    samplers are asked span by span.
+    """
+    sampler = getattr(tracer, "sampler", None)
+    description = sampler.get_description() if isinstance(sampler, Sampler) else ""
+    return description == "AlwaysOffSampler" or (
+        description.startswith("ParentBased{")
+        and "localParentNotSampled:AlwaysOffSampler" in description
+    )
+
+
+def _in_unsampled_local_span(parent_context: context.Context) -> bool:
+    """Whether the current span is one of this process's, valid, not sampled, not recording."""
+    span = trace.get_current_span(parent_context)
+    span_context = span.get_span_context()
+    return not (
+        span_context.trace_flags.sampled
+        or span_context.is_remote
+        or not span_context.is_valid
+        or span.is_recording()
+    )
 
 
 @functools.lru_cache(maxsize=128)

@@ -107,15 +107,18 @@ def multiprocessing_fork() -> None:
     run_flow("ParentAfterFork")
 
 
-def pool_task(index: int) -> int:
+def pool_task(index: int) -> tuple[int, bool]:
+    """Also tells whether SIGTERM still has its default action in the worker."""
     run_flow(f"PoolTask{index}")
-    return index
+    return index, signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
 
 
 def multiprocessing_pool() -> None:
     warm_up()
-    with multiprocessing.get_context("fork").Pool(2) as pool:  # leaving it terminates: SIGTERM
-        say(f"pool results {pool.map(pool_task, range(4))}")
+    pool = multiprocessing.get_context("fork").Pool(2)
+    say(f"pool results {pool.map(pool_task, range(4))}")
+    pool.close()
+    pool.join()
     run_flow("ParentAfterPool")
 
 

@@ -6,7 +6,7 @@ client's address and port: one per connection), the deadline it carried, its
 spans, and how it ended:
 
 - ``behaviour = "ok"``: stored and answered;
-- ``"fail"``: answered with ``grpc_failure`` (gRPC) or ``http_failure`` (HTTP);
+- ``"fail"``: answered with ``failure`` (a gRPC status code, or an HTTP status);
 - ``"slow"`` (gRPC): held until the client gives up waiting, never answered.
 
 ``kill()`` stops it abruptly (in-flight calls are cut), ``start()`` brings it
@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -49,8 +50,9 @@ class FaultyOtlpReceiver:
     def __init__(self, protocol: str) -> None:
         self.protocol = protocol
         self.behaviour = "ok"
-        self.grpc_failure = grpc.StatusCode.UNAVAILABLE
-        self.http_failure = 503
+        self.failure: grpc.StatusCode | int = (
+            grpc.StatusCode.UNAVAILABLE if protocol == "grpc" else 503
+        )
         self.port = 0
         self._lock = threading.Lock()
         self._requests: list[Request] = []
@@ -83,13 +85,11 @@ class FaultyOtlpReceiver:
 
     def wait_for_spans(self, count: int, timeout: float = 30.0) -> list[Span]:
         """At least ``count`` stored spans, polling up to ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        while len(spans := self.stored_spans()) < count:
-            if time.monotonic() > deadline:
-                names = [span.name for span in spans]
-                raise AssertionError(f"waited {timeout}s for {count} spans; got {names}")
-            time.sleep(0.05)
-        return spans
+        return _wait(f"{count} spans", self.stored_spans, count, timeout)
+
+    def wait_for_requests(self, count: int, timeout: float = 30.0) -> list[Request]:
+        """At least ``count`` requests, however they ended (a held one ends with its client)."""
+        return _wait(f"{count} requests", self.requests, count, timeout)
 
     def record(
         self, peer: str, body: ExportTraceServiceRequest, deadline: Any, outcome: str
@@ -115,8 +115,7 @@ class FaultyOtlpReceiver:
     # --- HTTP -------------------------------------------------------------------------------
 
     def _serve_http(self) -> Any:
-        server = ThreadingHTTPServer(("127.0.0.1", self.port), _http_handler(self))
-        server.daemon_threads = True
+        server = _KillableHTTPServer(("127.0.0.1", self.port), _http_handler(self))
         self.port = server.server_address[1]
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
@@ -124,9 +123,41 @@ class FaultyOtlpReceiver:
         def stop() -> None:
             server.shutdown()
             server.server_close()
+            server.drop_connections()
             thread.join(timeout=10)
 
         return stop
+
+
+class _KillableHTTPServer(ThreadingHTTPServer):
+    """Remembers its connections, so that stopping it cuts the kept-alive ones too,
+    as a crashed collector would (closing the listening socket alone does not)."""
+
+    daemon_threads = True
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self._connections: set[socket.socket] = set()
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        connection, address = super().get_request()
+        self._connections.add(connection)
+        return connection, address
+
+    def drop_connections(self) -> None:
+        for connection in self._connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+            connection.close()
+
+
+def _wait(what: str, read: Callable[[], list[Any]], count: int, timeout: float) -> list[Any]:
+    deadline = time.monotonic() + timeout
+    while len(items := read()) < count:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {timeout}s for {what}; got {items}")
+        time.sleep(0.05)
+    return items
 
 
 class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
@@ -138,7 +169,7 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
         deadline = context.time_remaining()
         if receiver.behaviour == "fail":
             receiver.record(context.peer(), request, deadline, "failed")
-            context.abort(receiver.grpc_failure, "failure injected by the test")
+            context.abort(receiver.failure, "failure injected by the test")
         if receiver.behaviour == "slow":
             client_gone = threading.Event()
             context.add_callback(client_gone.set)
@@ -161,7 +192,7 @@ def _http_handler(receiver: FaultyOtlpReceiver) -> type[BaseHTTPRequestHandler]:
             request = trace_service_pb2.ExportTraceServiceRequest.FromString(body)
             failing = receiver.behaviour == "fail"
             receiver.record(peer, request, None, "failed" if failing else "stored")
-            status = receiver.http_failure if failing else 200
+            status = receiver.failure if failing else 200
             answer = ExportTraceServiceResponse().SerializeToString()
             self.send_response(status)
             self.send_header("Content-Type", "application/x-protobuf")
