@@ -2,8 +2,8 @@
 
 A real OTLP receiver (support/otlp_faulty_receiver.py, gRPC or HTTP) is killed
 and restarted, answers slower than the exporter waits, or answers with errors.
-The spans go through the real path: the SDK's batch processor, our
-CountingSpanExporter, the SDK's OTLP exporter. The in-memory exporter of the
+The spans go through the real path: our DeliveryReportingSpanProcessor (the
+SDK's batch processor, counting), the SDK's OTLP exporter. The in-memory exporter of the
 ``telemetry`` fixture sees every span produced, so for each phase of a test:
 
     produced == arrived + counted as lost
@@ -15,6 +15,7 @@ flush is exactly one export call, finished when ``force_flush`` returns.
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,10 +30,11 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
     OTLPSpanExporter as HttpSpanExporter,
 )
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from support.otlp_faulty_receiver import FaultyOtlpReceiver, running_faulty_receiver
 
-from reasonflow_otel.delivery import CountingSpanExporter
+from reasonflow_otel.delivery import CountingSpanExporter, DeliveryReportingSpanProcessor
 
 EXPORT_TIMEOUT_SECONDS = 3
 FLOWS_PER_PHASE = 5
@@ -42,8 +44,11 @@ SPANS_PER_PHASE = 2 * FLOWS_PER_PHASE  # a flow span and a node span per flow
 @dataclass
 class Pipeline:
     telemetry: Telemetry
-    exporter: CountingSpanExporter
-    processor: BatchSpanProcessor
+    processor: DeliveryReportingSpanProcessor
+
+    @property
+    def exporter(self) -> CountingSpanExporter:
+        return self.processor.exporter
 
     def run(self, phase: str) -> None:
         """Run the phase's flows and export them in one call."""
@@ -74,10 +79,11 @@ def otlp_exporter(receiver: FaultyOtlpReceiver) -> SpanExporter:
 @pytest.fixture
 def pipeline(make_telemetry, receiver) -> Iterator[Pipeline]:
     telemetry = make_telemetry()
-    exporter = CountingSpanExporter("otlp", otlp_exporter(receiver))
-    processor = BatchSpanProcessor(exporter, schedule_delay_millis=600_000)
+    processor = DeliveryReportingSpanProcessor(
+        "otlp", otlp_exporter(receiver), schedule_delay_millis=600_000
+    )
     telemetry.tracer_provider.add_span_processor(processor)
-    yield Pipeline(telemetry, exporter, processor)
+    yield Pipeline(telemetry, processor)
     processor.shutdown()
 
 
@@ -106,8 +112,9 @@ def test_a_receiver_killed_mid_run_loses_only_the_spans_of_its_outage(pipeline, 
         pipeline.processor.shutdown()
     ours = [record for record in caplog.records if record.name.startswith("reasonflow_otel")]
     assert [record.getMessage() for record in ours] == [
-        "reasonflow-otel: 10 spans could not be delivered by the otlp exporter "
-        "(the errors were logged when they happened)"
+        "reasonflow-otel: 10 of 30 spans could not be delivered by the otlp exporter "
+        "(dropped at a full queue or in a failed export; export errors were logged when "
+        "they happened)"
     ]
 
 
@@ -163,3 +170,49 @@ def test_a_receiver_answering_errors_loses_those_batches_and_recovers(
     assert all(len(request.spans) == SPANS_PER_PHASE for request in failed)
     assert arrived(receiver) == {"healthy": FLOWS_PER_PHASE}
     assert pipeline.exporter.lost_spans == SPANS_PER_PHASE
+
+
+class BlockingExporter(SpanExporter):
+    """Holds its first export until released, so the queue behind it fills up."""
+
+    def __init__(self) -> None:
+        self.exporting = threading.Event()
+        self.release = threading.Event()
+        self.received = 0
+
+    def export(self, spans):
+        self.exporting.set()
+        self.release.wait(10)
+        self.received += len(spans)
+        return SpanExportResult.SUCCESS
+
+
+def test_spans_dropped_at_a_full_queue_are_counted_and_reported_once(caplog):
+    exporter = BlockingExporter()
+    processor = DeliveryReportingSpanProcessor(
+        "slow", exporter, max_queue_size=2, max_export_batch_size=1, schedule_delay_millis=60_000
+    )
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("test")
+    tracer.start_span("first").end()
+    assert exporter.exporting.wait(10)  # the first span is out of the queue, in export
+    for index in range(9):
+        tracer.start_span(f"queued or dropped {index}").end()  # 2 fit in the queue
+    exporter.release.set()
+
+    with caplog.at_level(logging.WARNING, logger="reasonflow_otel"):
+        processor.shutdown()
+        processor.shutdown()
+
+    assert exporter.received == 3
+    ours = [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "reasonflow_otel.delivery"
+    ]
+    assert ours == [
+        "reasonflow-otel: 7 of 10 spans could not be delivered by the slow exporter "
+        "(dropped at a full queue or in a failed export; export errors were logged when "
+        "they happened)"
+    ]

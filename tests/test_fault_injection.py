@@ -18,12 +18,12 @@ import pocketflow
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import SpanProcessor
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.sdk.trace.sampling import Sampler
 from opentelemetry.trace import StatusCode
 
 from reasonflow_otel import semconv
-from reasonflow_otel.delivery import CountingSpanExporter
+from reasonflow_otel.delivery import DeliveryReportingSpanProcessor
 from reasonflow_otel.guard import internal_error_counts
 from reasonflow_otel.recorder import current_run
 
@@ -197,22 +197,23 @@ def test_an_exporter_that_raises_is_reported_once_and_its_lost_spans_counted(
 ):
     bare = observe(research)
     telemetry = make_telemetry()
-    faulty = CountingSpanExporter("faulty", ExportFails())
-    telemetry.tracer_provider.add_span_processor(SimpleSpanProcessor(faulty))
+    processor = DeliveryReportingSpanProcessor("faulty", ExportFails())
+    telemetry.tracer_provider.add_span_processor(processor)
     with caplog.at_level(logging.WARNING, logger="reasonflow_otel"):
         instrumented = observe(research)
         telemetry.tracer_provider.shutdown()
 
     assert instrumented == bare
     assert len(telemetry.spans()) == RESEARCH_SPANS
-    assert faulty.lost_spans == RESEARCH_SPANS
-    assert errors() == {("the faulty span exporter", "FaultInExport"): RESEARCH_SPANS}
+    assert processor.exporter.lost_spans == RESEARCH_SPANS
+    assert errors() == {("the faulty span exporter", "FaultInExport"): 1}
     messages = [r.getMessage() for r in caplog.records if r.name.startswith("reasonflow_otel")]
     assert messages == [
         "reasonflow-otel: internal error in the faulty span exporter (the workflow is not "
         "affected; further errors of this kind are counted, not logged)",
-        "reasonflow-otel: 7 spans could not be delivered by the faulty exporter "
-        "(the errors were logged when they happened)",
+        "reasonflow-otel: 7 of 7 spans could not be delivered by the faulty exporter "
+        "(dropped at a full queue or in a failed export; export errors were logged when "
+        "they happened)",
     ]
 
 

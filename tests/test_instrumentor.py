@@ -73,6 +73,18 @@ def test_uninstrument_restores_every_original_function_and_stops_spans(make_tele
     assert len(telemetry.spans()) == 2
 
 
+def test_wrapped_methods_keep_their_signature_and_coroutine_nature(make_telemetry):
+    make_telemetry()
+
+    for class_name, name in WRAPPED_METHODS:
+        method = vars(getattr(pocketflow, class_name))[name]
+        original = method.__wrapped__
+        assert inspect.iscoroutinefunction(method) is inspect.iscoroutinefunction(original)
+        assert inspect.signature(method) == inspect.signature(original)
+        assert method.__name__ == original.__name__
+    assert inspect.iscoroutinefunction(pocketflow.AsyncNode._run_async)
+
+
 def test_instrumenting_twice_wraps_once(make_telemetry):
     telemetry = make_telemetry()
     PocketFlowInstrumentor().instrument(

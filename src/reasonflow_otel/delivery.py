@@ -3,10 +3,11 @@
 Applies only to the providers reasonflow-otel installs (an application's own
 providers are left as they are):
 
-- Every span exporter is wrapped in :class:`CountingSpanExporter`: an exception
-  from ``export()`` is reported once per kind instead of once per batch, and the
-  spans of each batch the backend did not take are counted. The count is logged
-  when the provider shuts down, so an outage is never silent.
+- Every span exporter runs behind a :class:`DeliveryReportingSpanProcessor`: an
+  exception from ``export()`` is reported once per kind instead of once per
+  batch, and when the provider shuts down, the number of sampled spans that
+  never reached the backend (failed exports and full-queue drops alike) is
+  logged once, so an outage is never silent.
 - Interpreter exit flushes through the SDK's own ``atexit`` shutdown.
 - SIGTERM (how containers and process managers stop a program) ends a Python
   process without running ``atexit``. A handler flushes first, for at most
@@ -28,6 +29,7 @@ providers are left as they are):
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import signal
@@ -37,7 +39,7 @@ from types import FrameType
 from typing import Any, Protocol, TypeVar
 
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from reasonflow_otel.guard import report_internal_error
 
@@ -52,12 +54,13 @@ class Flushable(Protocol):
 
 
 class CountingSpanExporter(SpanExporter):
-    """Wraps an exporter: failures are reported, and the spans they cost are counted."""
+    """Wraps an exporter: its failures are reported once per kind, its spans counted."""
 
     def __init__(self, name: str, exporter: SpanExporter) -> None:
         self.name = name
         self._exporter = exporter
         self._lock = threading.Lock()
+        self.delivered_spans = 0
         self.lost_spans = 0
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
@@ -66,8 +69,10 @@ class CountingSpanExporter(SpanExporter):
         except Exception as error:
             report_internal_error(f"the {self.name} span exporter", error)
             result = SpanExportResult.FAILURE
-        if result is not SpanExportResult.SUCCESS:
-            with self._lock:
+        with self._lock:
+            if result is SpanExportResult.SUCCESS:
+                self.delivered_spans += len(spans)
+            else:
                 self.lost_spans += len(spans)
         return result
 
@@ -75,15 +80,52 @@ class CountingSpanExporter(SpanExporter):
         return self._exporter.force_flush(timeout_millis)
 
     def shutdown(self) -> None:
+        self._exporter.shutdown()
+
+
+class DeliveryReportingSpanProcessor(BatchSpanProcessor):
+    """The SDK's batch processor, reporting at shutdown every sampled span that never arrived.
+
+    A span is lost in a failed export or, while the backend is slow or down, at
+    the full queue (which the SDK only logs, at most every 20 s). Sampled spans
+    are counted as they end with ``next()`` on an ``itertools.count``: one C call,
+    atomic under the GIL, so no lock on the application's threads.
+    """
+
+    def __init__(self, name: str, exporter: SpanExporter, **options: Any) -> None:
+        self.exporter = CountingSpanExporter(name, exporter)
+        super().__init__(self.exporter, **options)
+        self._ended = itertools.count()
+        self._report_lock = threading.Lock()
+        self._reported = False
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if span.context is not None and span.context.trace_flags.sampled:
+            next(self._ended)
+        super().on_end(span)
+
+    def shutdown(self) -> None:
         try:
-            self._exporter.shutdown()
+            super().shutdown()
         finally:
-            if self.lost_spans:
+            self._report_lost_spans()
+
+    def _report_lost_spans(self) -> None:
+        """Once, at the first shutdown (the SDK may shut a processor down again at exit)."""
+        with self._report_lock:
+            if self._reported:
+                return
+            self._reported = True
+            ended = next(self._ended)  # spans ended so far (this read adds one afterwards)
+            lost = ended - self.exporter.delivered_spans
+            if lost > 0:
                 _logger.warning(
-                    "reasonflow-otel: %d spans could not be delivered by the %s exporter "
-                    "(the errors were logged when they happened)",
-                    self.lost_spans,
-                    self.name,
+                    "reasonflow-otel: %d of %d spans could not be delivered by the %s exporter "
+                    "(dropped at a full queue or in a failed export; export errors were "
+                    "logged when they happened)",
+                    lost,
+                    ended,
+                    self.exporter.name,
                 )
 
 

@@ -46,10 +46,10 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export import SpanExporter
 
 from reasonflow_otel.delivery import (
-    CountingSpanExporter,
+    DeliveryReportingSpanProcessor,
     flush_before_exit,
     reconnect_after_fork,
 )
@@ -145,7 +145,7 @@ def _resource(service_name: str | None) -> Resource:
 def _tracer_provider(settings: Settings, resource: Resource, names: list[str]) -> TracerProvider:
     provider = TracerProvider(resource=resource, sampler=build_sampler(settings))
     for name, exporter in _exporters("traces", settings):
-        provider.add_span_processor(BatchSpanProcessor(CountingSpanExporter(name, exporter)))
+        provider.add_span_processor(DeliveryReportingSpanProcessor(name, exporter))
         names.append(name)
     return provider
 

@@ -1,8 +1,9 @@
 """PocketFlow adapter: the only module that knows PocketFlow's internals.
 
 PocketFlow's ``Flow`` runs a ``copy.copy`` of every node, so wrapping instances
-would miss every run; all wrapping is done once on the classes, with plain
-function wrappers (:func:`_patch`), and undone by ``uninstrument()``:
+would miss every run; all wrapping is done once on the classes, with wrapt (so
+wrapped async methods still look like coroutine functions), and undone by
+``uninstrument()``:
 
 ========================================  ==========================================
 PocketFlow method                         what it becomes
@@ -27,14 +28,14 @@ compare results, routing and exceptions with the bare engine side by side.
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from typing import Any
 
 from opentelemetry import metrics, trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
-from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled, unwrap
+from wrapt import wrap_function_wrapper
 
 from reasonflow_otel import semconv
 from reasonflow_otel.guard import report_internal_error
@@ -69,35 +70,13 @@ class PocketFlowInstrumentor(BaseInstrumentor):
         meter = metrics.get_meter(__name__, __version__, kwargs.get("meter_provider"))
         adapter = _PocketFlowAdapter(Recorder(tracer, meter, settings))
         for owner, method, wrapper in adapter.wrappers(pocketflow):
-            _patch(owner, method, wrapper)
+            wrap_function_wrapper(owner, method, wrapper)
 
     def _uninstrument(self, **kwargs: Any) -> None:
         import pocketflow
 
         for owner, method, _ in _PocketFlowAdapter.wrappers_of(pocketflow, None):
-            _unpatch(owner, method)
-
-
-def _patch(owner: type, name: str, wrapper: Callable[[Any, Any, tuple, dict], Any]) -> None:
-    """Route calls of ``owner.name`` through ``wrapper(wrapped, instance, args, kwargs)``.
-
-    wrapt's calling convention, without its proxy: a plain function costs about a
-    quarter of a wrapt call, and every node run goes through two of them, also
-    when instrumentation is suppressed. ``__wrapped__`` keeps the original.
-    """
-    original = getattr(owner, name)
-
-    @functools.wraps(original)
-    def patched(self: Any, *args: Any, **kwargs: Any) -> Any:
-        return wrapper(original.__get__(self), self, args, kwargs)
-
-    setattr(owner, name, patched)
-
-
-def _unpatch(owner: type, name: str) -> None:
-    original = getattr(vars(owner).get(name), "__wrapped__", None)
-    if original is not None:
-        setattr(owner, name, original)
+            unwrap(owner, method)
 
 
 class _PocketFlowAdapter:
