@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from opentelemetry.instrumentation.threading import ThreadingInstrumentor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -91,6 +92,15 @@ def make_telemetry() -> Iterator[Callable[..., Telemetry]]:
     yield make
     if instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.uninstrument()
+
+
+@pytest.fixture
+def threading_instrumented() -> Iterator[None]:
+    """Threads and thread pools started inside a node carry the context (contrib threading)."""
+    instrumentor = ThreadingInstrumentor()
+    instrumentor.instrument()
+    yield
+    instrumentor.uninstrument()
 
 
 @pytest.fixture

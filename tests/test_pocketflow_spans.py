@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pocketflow
-import pytest
-from opentelemetry.instrumentation.threading import ThreadingInstrumentor
 from opentelemetry.trace import SpanKind, StatusCode
 from support.spans import outline, phase_durations, stable_attributes
 
@@ -392,14 +389,6 @@ def test_phase_spans_are_children_of_the_node_span_when_enabled(make_telemetry):
 
 
 # --- Threads started inside a node -----------------------------------------------------
-
-
-@pytest.fixture
-def threading_instrumented() -> Iterator[None]:
-    instrumentor = ThreadingInstrumentor()
-    instrumentor.instrument()
-    yield
-    instrumentor.uninstrument()
 
 
 def test_threads_started_in_a_node_keep_the_node_span_as_parent(telemetry, threading_instrumented):

@@ -19,7 +19,6 @@ from typing import Any
 
 import pocketflow
 import pytest
-from opentelemetry.instrumentation.threading import ThreadingInstrumentor
 
 import reasonflow_otel
 from reasonflow_otel import propagation, semconv
@@ -517,14 +516,6 @@ class StartThreads(pocketflow.Node):
         thread.join()
         with ThreadPoolExecutor(max_workers=1) as pool:
             pool.submit(named_flow("InPool").run, {}).result()
-
-
-@pytest.fixture
-def threading_instrumented() -> Iterator[None]:
-    instrumentor = ThreadingInstrumentor()
-    instrumentor.instrument()
-    yield
-    instrumentor.uninstrument()
 
 
 def test_threads_started_in_a_node_keep_their_parent(telemetry, threading_instrumented):

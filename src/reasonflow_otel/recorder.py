@@ -263,10 +263,11 @@ class Recorder:
             if graph is not None and run.span.is_recording():
                 self._describe_graph(run, graph)
             if run.is_node:
-                run.in_flight = self._node_place(info, parent)
-                run.metric_attributes = run.in_flight.attributes
-                run.in_flight.start()
+                place = self._node_place(info, parent)
                 run.usage = self._probe.read()
+                run.metric_attributes = place.attributes
+                place.start()  # last: nothing below can fail and leave the gauge raised
+                run.in_flight = place
             return run
         except Exception as error:  # never let telemetry break the workflow
             report_internal_error("starting a run", error)

@@ -34,6 +34,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from support.otlp_receiver import send_protobuf
+
 # The longest a "slow" receiver holds a request whose client is still waiting.
 SLOW_HOLD_SECONDS = 60.0
 
@@ -192,13 +194,7 @@ def _http_handler(receiver: FaultyOtlpReceiver) -> type[BaseHTTPRequestHandler]:
             request = trace_service_pb2.ExportTraceServiceRequest.FromString(body)
             failing = receiver.behaviour == "fail"
             receiver.record(peer, request, None, "failed" if failing else "stored")
-            status = receiver.failure if failing else 200
-            answer = ExportTraceServiceResponse().SerializeToString()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/x-protobuf")
-            self.send_header("Content-Length", str(len(answer)))
-            self.end_headers()
-            self.wfile.write(answer)
+            send_protobuf(self, receiver.failure if failing else 200, ExportTraceServiceResponse())
 
         def log_message(self, format: str, *args: Any) -> None:
             pass  # keep test output quiet

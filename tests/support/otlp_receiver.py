@@ -21,6 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import grpc
+from google.protobuf.message import Message
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
@@ -168,17 +169,22 @@ def _http_handler(receiver: OtlpReceiver) -> type[BaseHTTPRequestHandler]:
             if self.headers.get("Content-Encoding") == "gzip":
                 body = gzip.decompress(body)
             getattr(receiver, add)(request_type.FromString(body))
-            answer = response_type().SerializeToString()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/x-protobuf")
-            self.send_header("Content-Length", str(len(answer)))
-            self.end_headers()
-            self.wfile.write(answer)
+            send_protobuf(self, 200, response_type())
 
         def log_message(self, format: str, *args: Any) -> None:
             pass  # keep test output quiet
 
     return Handler
+
+
+def send_protobuf(handler: BaseHTTPRequestHandler, status: int, message: Message) -> None:
+    """Answer an OTLP/HTTP request with a protobuf body, as a collector does."""
+    answer = message.SerializeToString()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/x-protobuf")
+    handler.send_header("Content-Length", str(len(answer)))
+    handler.end_headers()
+    handler.wfile.write(answer)
 
 
 @contextlib.contextmanager
