@@ -20,15 +20,13 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
 import reasonflow_otel.preflight  # noqa: F401  (first: checks OTEL_* before the SDK reads them)
 from reasonflow_otel.guard import report_internal_error
-from reasonflow_otel.process_metrics import start_process_metrics
 from reasonflow_otel.propagation import (
     child_environment,
     continue_trace,
-    continue_trace_from_environment,
     extract,
     inject,
 )
-from reasonflow_otel.sdk import SdkSetup, configure_sdk
+from reasonflow_otel.sdk import SdkSetup, start_telemetry
 from reasonflow_otel.settings import instrumentation_disabled, load_settings
 from reasonflow_otel.version import __version__
 
@@ -75,13 +73,11 @@ def instrument(
             return
         try:
             settings = load_settings(options)
-            _setup = configure_sdk(settings, service_name)
-            continue_trace_from_environment()
+            _setup = start_telemetry(settings, service_name, meter_provider)
             providers = {
                 "tracer_provider": tracer_provider or _setup.tracer_provider,
                 "meter_provider": meter_provider or _setup.meter_provider,
             }
-            start_process_metrics(settings, providers["meter_provider"])
             for instrumentor in _installed_instrumentors():
                 if instrumentor.is_instrumented_by_opentelemetry:
                     continue  # instrumented already, e.g. by opentelemetry-instrument

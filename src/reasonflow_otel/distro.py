@@ -16,8 +16,7 @@ from opentelemetry.instrumentation.environment_variables import OTEL_PYTHON_CONF
 from opentelemetry.sdk._configuration import _BaseConfigurator
 
 from reasonflow_otel import process_metrics
-from reasonflow_otel.propagation import continue_trace_from_environment
-from reasonflow_otel.sdk import configure_sdk
+from reasonflow_otel.sdk import start_telemetry
 from reasonflow_otel.settings import load_settings
 
 
@@ -39,7 +38,4 @@ class ReasonflowConfigurator(_BaseConfigurator):
     """The same SDK setup as ``reasonflow_otel.instrument()``, from the environment."""
 
     def _configure(self, **kwargs: Any) -> None:
-        settings = load_settings()
-        setup = configure_sdk(settings)
-        continue_trace_from_environment()
-        process_metrics.start_process_metrics(settings, setup.meter_provider)
+        start_telemetry(load_settings())

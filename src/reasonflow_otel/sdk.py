@@ -17,7 +17,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from opentelemetry import _logs, metrics, trace
 from opentelemetry.environment_variables import (
@@ -56,6 +56,8 @@ from reasonflow_otel.delivery import (
 from reasonflow_otel.exit_deadline import ShutsDown, bound_exit_time, end_by_exit_deadline
 from reasonflow_otel.local.console import ConsoleLogProcessor, ConsoleTreeProcessor
 from reasonflow_otel.local.store import log_file_for, prepare_for_append
+from reasonflow_otel.process_metrics import start_process_metrics
+from reasonflow_otel.propagation import continue_trace_from_environment
 from reasonflow_otel.sampling import build_sampler
 from reasonflow_otel.settings import Settings
 from reasonflow_otel.views import build_views
@@ -85,6 +87,29 @@ class SdkSetup:
     logger_provider: _logs.LoggerProvider | None = None
     installed_logger_provider: bool = False
 
+    def installed_providers(self) -> dict[Signal, object]:
+        """The providers this setup installed (not the application's), by signal."""
+        candidates: list[tuple[Signal, bool, object]] = [
+            ("traces", self.installed_tracer_provider, self.tracer_provider),
+            ("metrics", self.installed_meter_provider, self.meter_provider),
+            ("logs", self.installed_logger_provider, self.logger_provider),
+        ]
+        return {signal: provider for signal, ours, provider in candidates if ours}
+
+
+def start_telemetry(
+    settings: Settings, service_name: str | None = None, meter_provider: Any = None
+) -> SdkSetup:
+    """What both entry points (``instrument()``, the configurator) do at startup.
+
+    The SDK providers where the app has none, the trace this process was started
+    in (``TRACEPARENT``), and the curated process metrics.
+    """
+    setup = configure_sdk(settings, service_name)
+    continue_trace_from_environment()
+    start_process_metrics(settings, meter_provider or setup.meter_provider)
+    return setup
+
 
 def configure_sdk(settings: Settings, service_name: str | None = None) -> SdkSetup:
     """Install SDK providers where the application has none of its own."""
@@ -111,29 +136,13 @@ def configure_sdk(settings: Settings, service_name: str | None = None) -> SdkSet
             _logs.set_logger_provider(logger_provider)
             setup.logger_provider = logger_provider
             setup.installed_logger_provider = True
-    _flush_installed_providers_before_exit(setup)
-    bound_exit_time(_installed_batching_providers(setup))
+    installed = setup.installed_providers()
+    if installed:
+        flush_before_exit(list(installed.values()))  # type: ignore[arg-type]
+    # The tracer and logger providers' exit waits on batches of exports: bound it.
+    batching: list[ShutsDown] = [installed[s] for s in ("traces", "logs") if s in installed]
+    bound_exit_time(batching)
     return setup
-
-
-def _installed_batching_providers(setup: SdkSetup) -> list[ShutsDown]:
-    """Our tracer and logger providers: their exit waits on batches of exports."""
-    installed = [
-        (setup.installed_tracer_provider, setup.tracer_provider),
-        (setup.installed_logger_provider, setup.logger_provider),
-    ]
-    return [provider for ours, provider in installed if ours]
-
-
-def _flush_installed_providers_before_exit(setup: SdkSetup) -> None:
-    installed = [
-        (setup.installed_tracer_provider, setup.tracer_provider),
-        (setup.installed_meter_provider, setup.meter_provider),
-        (setup.installed_logger_provider, setup.logger_provider),
-    ]
-    providers = [provider for ours, provider in installed if ours]
-    if providers:
-        flush_before_exit(providers)  # type: ignore[arg-type]
 
 
 def _resource(service_name: str | None) -> Resource:
