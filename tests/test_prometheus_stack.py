@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support.processes import clean_environment, stop_process
 from support.prometheus import (
     PrometheusClient,
     dashboard_queries,
@@ -109,12 +109,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusC
     """Prometheus scraping the running metrics app, once every query has data to work on."""
     work_dir = tmp_path_factory.mktemp("prometheus-stack")
     port = free_port()
-    environ = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("OTEL_", "REASONFLOW_OTEL_"))
-    }
-    environ.update(
+    environ = clean_environment(
         OTEL_SERVICE_NAME=JOB,
         OTEL_METRICS_EXPORTER="prometheus",
         OTEL_EXPORTER_PROMETHEUS_HOST="127.0.0.1",
@@ -155,12 +150,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusC
             assert app.poll() is None, app_log.read_text()
             yield client
     finally:
-        app.terminate()
-        try:
-            app.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            app.kill()
-            app.wait(timeout=15)
+        stop_process(app)
 
 
 def test_prometheus_scrapes_the_app(prometheus):

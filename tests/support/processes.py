@@ -42,3 +42,13 @@ def run_program(
     )
     assert completed.returncode == 0, completed.stderr
     return completed
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 15) -> None:
+    """Ask a background process to end (SIGTERM), and kill it if it does not."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout)

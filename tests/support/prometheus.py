@@ -27,6 +27,8 @@ from typing import Any
 import pytest
 import yaml
 
+from support.processes import stop_process
+
 INSTALL_HINT = "apt-get install -y prometheus"
 
 # What the tests put in place of the dashboard's Grafana variables: every service, flow and
@@ -260,12 +262,7 @@ def running_prometheus(
         _wait_ready(client, process, log_path, start_timeout)
         yield client
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
+        stop_process(process)
 
 
 def _wait_ready(
