@@ -1,12 +1,13 @@
-"""A real OTLP receiver for tests, built on opentelemetry-proto: traces and logs, gRPC or HTTP.
+"""A real OTLP receiver for tests, built on opentelemetry-proto: traces, metrics and logs,
+gRPC or HTTP.
 
     with running_otlp_receiver("grpc") as receiver:       # or "http/protobuf"
         ...send to receiver.endpoint (http://127.0.0.1:PORT)...
         spans = receiver.wait_for_spans(12)
 
-gRPC serves ``TraceService/Export`` and ``LogsService/Export``; HTTP serves protobuf POSTs to
-``/v1/traces`` and ``/v1/logs`` (gzip bodies too). Everything received is kept as the protobuf
-messages it arrived as.
+gRPC serves the ``Export`` of ``TraceService``, ``MetricsService`` and ``LogsService``; HTTP
+serves protobuf POSTs to ``/v1/traces``, ``/v1/metrics`` and ``/v1/logs`` (gzip bodies too).
+Everything received is kept as the protobuf messages it arrived as.
 """
 
 from __future__ import annotations
@@ -23,8 +24,13 @@ from typing import Any
 import grpc
 from google.protobuf.message import Message
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
+from opentelemetry.proto.collector.metrics.v1 import (
+    metrics_service_pb2,
+    metrics_service_pb2_grpc,
+)
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 PROTOCOLS = ("grpc", "http/protobuf")
@@ -38,6 +44,7 @@ class OtlpReceiver:
         self._lock = threading.Lock()
         self._trace_requests: list[trace_service_pb2.ExportTraceServiceRequest] = []
         self._log_requests: list[logs_service_pb2.ExportLogsServiceRequest] = []
+        self._metric_requests: list[metrics_service_pb2.ExportMetricsServiceRequest] = []
 
     def add_traces(self, request: trace_service_pb2.ExportTraceServiceRequest) -> None:
         with self._lock:
@@ -46,6 +53,10 @@ class OtlpReceiver:
     def add_logs(self, request: logs_service_pb2.ExportLogsServiceRequest) -> None:
         with self._lock:
             self._log_requests.append(request)
+
+    def add_metrics(self, request: metrics_service_pb2.ExportMetricsServiceRequest) -> None:
+        with self._lock:
+            self._metric_requests.append(request)
 
     @property
     def trace_request_count(self) -> int:
@@ -72,6 +83,19 @@ class OtlpReceiver:
             for resource_logs in request.resource_logs
             for scope_logs in resource_logs.scope_logs
             for record in scope_logs.log_records
+        ]
+
+    def metrics(self, name: str) -> list[Metric]:
+        """Every export of the metric ``name``, in arrival order."""
+        with self._lock:
+            requests = list(self._metric_requests)
+        return [
+            metric
+            for request in requests
+            for resource_metrics in request.resource_metrics
+            for scope_metrics in resource_metrics.scope_metrics
+            for metric in scope_metrics.metrics
+            if metric.name == name
         ]
 
     def wait_for_spans(self, count: int, timeout: float = 30.0) -> list[Span]:
@@ -107,29 +131,44 @@ def running_otlp_receiver(protocol: str) -> Iterator[OtlpReceiver]:
 # --- gRPC -----------------------------------------------------------------------------------------
 
 
-class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
-    def __init__(self, receiver: OtlpReceiver) -> None:
-        self._receiver = receiver
+def _servicer(base: type, response: type, add: Callable[[Any], None]) -> Any:
+    """A gRPC servicer whose ``Export`` hands each request to ``add``, as a collector accepts."""
 
-    def Export(self, request: Any, context: Any) -> Any:
-        self._receiver.add_traces(request)
-        return trace_service_pb2.ExportTraceServiceResponse()
+    class Servicer(base):  # type: ignore[misc, valid-type]
+        def Export(self, request: Any, context: Any) -> Any:
+            add(request)
+            return response()
 
-
-class _LogsService(logs_service_pb2_grpc.LogsServiceServicer):
-    def __init__(self, receiver: OtlpReceiver) -> None:
-        self._receiver = receiver
-
-    def Export(self, request: Any, context: Any) -> Any:
-        self._receiver.add_logs(request)
-        return logs_service_pb2.ExportLogsServiceResponse()
+    return Servicer()
 
 
 @contextlib.contextmanager
 def _serve_grpc(receiver: OtlpReceiver) -> Iterator[None]:
     server = grpc.server(ThreadPoolExecutor(max_workers=4))
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceService(receiver), server)
-    logs_service_pb2_grpc.add_LogsServiceServicer_to_server(_LogsService(receiver), server)
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(
+        _servicer(
+            trace_service_pb2_grpc.TraceServiceServicer,
+            trace_service_pb2.ExportTraceServiceResponse,
+            receiver.add_traces,
+        ),
+        server,
+    )
+    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(
+        _servicer(
+            metrics_service_pb2_grpc.MetricsServiceServicer,
+            metrics_service_pb2.ExportMetricsServiceResponse,
+            receiver.add_metrics,
+        ),
+        server,
+    )
+    logs_service_pb2_grpc.add_LogsServiceServicer_to_server(
+        _servicer(
+            logs_service_pb2_grpc.LogsServiceServicer,
+            logs_service_pb2.ExportLogsServiceResponse,
+            receiver.add_logs,
+        ),
+        server,
+    )
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     receiver.endpoint = f"http://127.0.0.1:{port}"
@@ -146,6 +185,11 @@ _HTTP_ROUTES: dict[str, tuple[type, type, str]] = {
         trace_service_pb2.ExportTraceServiceRequest,
         trace_service_pb2.ExportTraceServiceResponse,
         "add_traces",
+    ),
+    "/v1/metrics": (
+        metrics_service_pb2.ExportMetricsServiceRequest,
+        metrics_service_pb2.ExportMetricsServiceResponse,
+        "add_metrics",
     ),
     "/v1/logs": (
         logs_service_pb2.ExportLogsServiceRequest,
