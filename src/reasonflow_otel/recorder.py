@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry import context, trace
-from opentelemetry.metrics import Meter
+from opentelemetry.metrics import Counter, Meter
 from opentelemetry.sdk.trace.sampling import Sampler
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
@@ -359,16 +359,7 @@ class Recorder:
         """An attempt raised and will be retried: an event, not an error status."""
         try:
             run.attempts = attempt
-            self._retries.add(1, _with_error(run.metric_attributes, _error_type(error)))
-            if run.span.is_recording():
-                run.span.add_event(
-                    semconv.EVENT_RETRY,
-                    {
-                        semconv.ATTEMPT: attempt,
-                        semconv.ERROR_TYPE: type(error).__qualname__,
-                        semconv.EXCEPTION_MESSAGE: safe_str(error),
-                    },
-                )
+            self._count_attempt_outcome(run, self._retries, semconv.EVENT_RETRY, attempt, error)
         except Exception as internal:
             report_internal_error("recording a retry", internal)
 
@@ -381,18 +372,27 @@ class Recorder:
         try:
             run.attempts = attempts
             run.fallback = True
-            self._fallbacks.add(1, _with_error(run.metric_attributes, _error_type(error)))
-            if run.span.is_recording():
-                run.span.add_event(
-                    semconv.EVENT_FALLBACK,
-                    {
-                        semconv.ATTEMPT: attempts,
-                        semconv.ERROR_TYPE: type(error).__qualname__,
-                        semconv.EXCEPTION_MESSAGE: safe_str(error),
-                    },
-                )
+            self._count_attempt_outcome(
+                run, self._fallbacks, semconv.EVENT_FALLBACK, attempts, error
+            )
         except Exception as internal:
             report_internal_error("recording a fallback", internal)
+
+    @staticmethod
+    def _count_attempt_outcome(
+        run: Run, counter: Counter, event: str, attempt: int, error: BaseException
+    ) -> None:
+        """One point on ``counter`` (by the error raised) and, when recording, a span event."""
+        counter.add(1, _with_error(run.metric_attributes, _error_type(error)))
+        if run.span.is_recording():
+            run.span.add_event(
+                event,
+                {
+                    semconv.ATTEMPT: attempt,
+                    semconv.ERROR_TYPE: type(error).__qualname__,
+                    semconv.EXCEPTION_MESSAGE: safe_str(error),
+                },
+            )
 
     def attempts_used(self, run: Run, attempts: int) -> None:
         """The exec phase stopped retrying after this many attempts."""
