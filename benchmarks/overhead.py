@@ -56,9 +56,9 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, Sampler
 
 from reasonflow_otel import semconv
 from reasonflow_otel.instrumentation.pocketflow import PocketFlowInstrumentor
-from reasonflow_otel.sampling import build_sampler
+from reasonflow_otel.sdk.sampling import build_sampler
+from reasonflow_otel.sdk.views import build_views
 from reasonflow_otel.settings import Settings
-from reasonflow_otel.views import build_views
 
 NODES = 100
 MICROSECONDS = 1e6

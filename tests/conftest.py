@@ -18,8 +18,8 @@ from opentelemetry.sdk.trace.sampling import Sampler
 
 from reasonflow_otel import settings
 from reasonflow_otel.instrumentation.pocketflow import PocketFlowInstrumentor
+from reasonflow_otel.sdk.views import build_views
 from reasonflow_otel.settings import load_settings
-from reasonflow_otel.views import build_views
 
 
 @dataclass

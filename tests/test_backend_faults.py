@@ -34,7 +34,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from support.otlp_faulty_receiver import FaultyOtlpReceiver, running_faulty_receiver
 
-from reasonflow_otel.delivery import CountingSpanExporter, DeliveryReportingSpanProcessor
+from reasonflow_otel.sdk.delivery import CountingSpanExporter, DeliveryReportingSpanProcessor
 
 EXPORT_TIMEOUT_SECONDS = 3
 FLOWS_PER_PHASE = 5
@@ -209,7 +209,7 @@ def test_spans_dropped_at_a_full_queue_are_counted_and_reported_once(caplog):
     ours = [
         record.getMessage()
         for record in caplog.records
-        if record.name == "reasonflow_otel.delivery"
+        if record.name == "reasonflow_otel.sdk.delivery"
     ]
     assert ours == [
         "reasonflow-otel: 7 of 10 spans could not be delivered by the slow exporter "

@@ -2,7 +2,7 @@
 
 ``REASONFLOW_OTEL_*`` values are validated by ``reasonflow_otel.settings`` (see
 test_settings.py); the standard ``OTEL_*`` values the SDK would crash on, refuse
-or misread are checked by ``reasonflow_otel.preflight`` before the SDK reads them.
+or misread are checked by ``reasonflow_otel.sdk.preflight`` before the SDK reads them.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 from support.otlp_faulty_receiver import FaultyOtlpReceiver, running_faulty_receiver
 from support.processes import BIN, REPOSITORY, clean_environment
 
-from reasonflow_otel.preflight import check_environment
+from reasonflow_otel.sdk.preflight import check_environment
 from reasonflow_otel.settings import load_settings
 
 LIFECYCLE_APP = REPOSITORY / "tests" / "apps" / "lifecycle_app.py"

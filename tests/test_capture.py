@@ -12,7 +12,7 @@ import pocketflow
 import pytest
 
 from reasonflow_otel import semconv
-from reasonflow_otel.capture import REDACTED, Capture
+from reasonflow_otel.recorder.capture import REDACTED, Capture
 from reasonflow_otel.settings import Settings, load_settings
 
 CAPTURED = (

@@ -22,8 +22,8 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
 
 from reasonflow_otel import semconv
 from reasonflow_otel.instrumentation.pocketflow import PocketFlowInstrumentor
+from reasonflow_otel.sdk.views import build_views
 from reasonflow_otel.settings import load_settings
-from reasonflow_otel.views import build_views
 
 
 class SeesItsSpan(pocketflow.Node):

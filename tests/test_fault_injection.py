@@ -23,9 +23,9 @@ from opentelemetry.sdk.trace.sampling import Sampler
 from opentelemetry.trace import StatusCode
 
 from reasonflow_otel import semconv
-from reasonflow_otel.delivery import DeliveryReportingSpanProcessor
 from reasonflow_otel.guard import internal_error_counts
 from reasonflow_otel.recorder import current_run
+from reasonflow_otel.sdk.delivery import DeliveryReportingSpanProcessor
 
 Calls = list[str]
 

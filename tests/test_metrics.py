@@ -19,18 +19,18 @@ import pytest
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 from reasonflow_otel import semconv
-from reasonflow_otel.process_metrics import (
+from reasonflow_otel.sdk.process_metrics import (
     CURATED,
     process_metrics_config,
     start_process_metrics,
 )
+from reasonflow_otel.sdk.views import MEMORY_BUCKETS
 from reasonflow_otel.settings import (
     DEFAULT_DURATION_BUCKETS,
     Settings,
     instrumentation_disabled,
     load_settings,
 )
-from reasonflow_otel.views import MEMORY_BUCKETS
 
 ENGINE = "pocketflow"
 MiB = 1 << 20

@@ -19,7 +19,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from support.otlp_faulty_receiver import FaultyOtlpReceiver, running_faulty_receiver
 from support.processes import REPOSITORY, clean_environment
 
-from reasonflow_otel.delivery import FLUSH_SECONDS
+from reasonflow_otel.sdk.delivery import FLUSH_SECONDS
 
 APP = REPOSITORY / "tests" / "apps" / "lifecycle_app.py"
 PROTOCOLS = ["grpc", "http/protobuf"]

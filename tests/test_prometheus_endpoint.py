@@ -25,8 +25,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from support.processes import BIN, clean_environment
 from support.prometheus import free_port
 
+from reasonflow_otel.sdk.views import MEMORY_BUCKETS
 from reasonflow_otel.settings import DEFAULT_DURATION_BUCKETS
-from reasonflow_otel.views import MEMORY_BUCKETS
 
 # Three runs of Answer: Lookup times out once per run and succeeds on its retry, Cache is
 # rescued by its fallback every run, Validate fails the third run with ValueError.

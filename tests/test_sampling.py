@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 
 import reasonflow_otel
 from reasonflow_otel import semconv
-from reasonflow_otel.sampling import build_sampler
+from reasonflow_otel.sdk.sampling import build_sampler
 from reasonflow_otel.settings import load_settings
 
 PARENT_BASED = (

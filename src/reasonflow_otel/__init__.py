@@ -18,7 +18,7 @@ from typing import Any
 
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
-import reasonflow_otel.preflight  # noqa: F401  (first: checks OTEL_* before the SDK reads them)
+import reasonflow_otel.sdk.preflight  # noqa: F401  (first: checks OTEL_* before the SDK reads them)
 from reasonflow_otel.guard import report_internal_error
 from reasonflow_otel.propagation import (
     child_environment,
@@ -26,7 +26,7 @@ from reasonflow_otel.propagation import (
     extract,
     inject,
 )
-from reasonflow_otel.sdk import SdkSetup, start_telemetry
+from reasonflow_otel.sdk.setup import SdkSetup, start_telemetry
 from reasonflow_otel.settings import instrumentation_disabled, load_settings
 from reasonflow_otel.version import __version__
 

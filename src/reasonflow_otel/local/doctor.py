@@ -32,8 +32,8 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 
 from reasonflow_otel import ENGINES, __version__
 from reasonflow_otel.local.store import log_file_for
-from reasonflow_otel.sampling import build_sampler
-from reasonflow_otel.sdk import Signal, exporter_names
+from reasonflow_otel.sdk.sampling import build_sampler
+from reasonflow_otel.sdk.setup import Signal, exporter_names
 from reasonflow_otel.settings import Settings, instrumentation_disabled, load_settings
 
 CONNECT_TIMEOUT = 2.0

@@ -27,11 +27,11 @@ from opentelemetry.sdk.trace.sampling import Sampler
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 from reasonflow_otel import semconv
-from reasonflow_otel.capture import Capture
 from reasonflow_otel.guard import report_internal_error, safe_str
-from reasonflow_otel.in_flight import InFlight, in_flight_gauge
 from reasonflow_otel.propagation import baggage_attributes, baggage_selection, inherited_context
-from reasonflow_otel.resources import ResourceProbe, Usage, make_probe
+from reasonflow_otel.recorder.capture import Capture
+from reasonflow_otel.recorder.in_flight import InFlight, in_flight_gauge
+from reasonflow_otel.recorder.probe import ResourceProbe, Usage, make_probe
 from reasonflow_otel.settings import Settings
 
 _RUN_KEY = context.create_key("reasonflow-otel-run")

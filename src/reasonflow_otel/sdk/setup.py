@@ -48,19 +48,19 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 
-from reasonflow_otel.delivery import (
+from reasonflow_otel.local.console import ConsoleLogProcessor, ConsoleTreeProcessor
+from reasonflow_otel.local.store import log_file_for, prepare_for_append
+from reasonflow_otel.propagation import continue_trace_from_environment
+from reasonflow_otel.sdk.delivery import (
     DeliveryReportingSpanProcessor,
     flush_before_exit,
     reconnect_after_fork,
 )
-from reasonflow_otel.exit_deadline import ShutsDown, bound_exit_time, end_by_exit_deadline
-from reasonflow_otel.local.console import ConsoleLogProcessor, ConsoleTreeProcessor
-from reasonflow_otel.local.store import log_file_for, prepare_for_append
-from reasonflow_otel.process_metrics import start_process_metrics
-from reasonflow_otel.propagation import continue_trace_from_environment
-from reasonflow_otel.sampling import build_sampler
+from reasonflow_otel.sdk.exit import ShutsDown, bound_exit_time, end_by_exit_deadline
+from reasonflow_otel.sdk.process_metrics import start_process_metrics
+from reasonflow_otel.sdk.sampling import build_sampler
+from reasonflow_otel.sdk.views import build_views
 from reasonflow_otel.settings import Settings
-from reasonflow_otel.views import build_views
 
 _logger = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from opentelemetry.instrumentation.distro import BaseDistro
 from opentelemetry.instrumentation.environment_variables import OTEL_PYTHON_CONFIGURATOR
 from opentelemetry.sdk._configuration import _BaseConfigurator
 
-from reasonflow_otel import process_metrics
-from reasonflow_otel.sdk import start_telemetry
+from reasonflow_otel.sdk import process_metrics
+from reasonflow_otel.sdk.setup import start_telemetry
 from reasonflow_otel.settings import load_settings
 
 

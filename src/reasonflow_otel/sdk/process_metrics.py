@@ -30,8 +30,8 @@ from opentelemetry.instrumentation.system_metrics.environment_variables import (
 )
 
 from reasonflow_otel import semconv
+from reasonflow_otel.sdk.views import is_dropped
 from reasonflow_otel.settings import Settings, instrumentation_disabled, parse_names
-from reasonflow_otel.views import is_dropped
 
 # The contrib's entry-point name, as listed in OTEL_PYTHON_DISABLED_INSTRUMENTATIONS.
 ENTRY_POINT = "system_metrics"
