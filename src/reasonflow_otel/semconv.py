@@ -2,7 +2,7 @@
 
 OpenTelemetry semantic conventions come first (``gen_ai.*``, ``error.type``);
 what they do not cover lives under the engine-neutral ``reasonflow.`` prefix.
-The README's telemetry tables are written from this module.
+docs/telemetry.md is written from this module.
 """
 
 from __future__ import annotations
