@@ -3,8 +3,8 @@
     python outage_app.py RUNS
 
 runs a linear flow of 100 nodes RUNS times under ``reasonflow_otel.instrument()``
-(so ``OTEL_*`` variables choose the exporters), then the same flow with the
-instrumentation removed, and prints one JSON line: the flow's result, the
+(so ``OTEL_*`` variables choose the exporters), logging one warning first, then
+the same flow with the instrumentation removed, and prints one JSON line: the flow's result, the
 instrumented engines, the time per node run with and without instrumentation, how
 much the resident set grew from the end of the first run to the end of the last,
 and the wall-clock time at which the workflow was done, so that the caller can
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import sys
 import time
 
@@ -58,6 +59,8 @@ def seconds_per_node(flow: pocketflow.Flow, runs: int) -> tuple[float, int]:
 
 def main(runs: int) -> None:
     reasonflow_otel.instrument(service_name="outage-app")
+    # A log record, for runs that also export logs (OTEL_LOGS_EXPORTER=otlp).
+    logging.getLogger("outage_app").warning("running the flow %d times", runs)
     flow = linear_flow()
     process = psutil.Process()
     seconds_per_node(flow, 1)  # first run: imports, caches, the exporters' first attempt

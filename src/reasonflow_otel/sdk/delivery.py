@@ -3,12 +3,13 @@
 Applies only to the providers reasonflow-otel installs (an application's own
 providers are left as they are):
 
-- Every span exporter runs behind a :class:`DeliveryReportingSpanProcessor`: an
-  exception from ``export()`` is reported once per kind instead of once per
-  batch, and when the provider shuts down, the number of sampled spans that
-  never reached the backend (failed exports and full-queue drops alike) is
-  logged once, so an outage is never silent.
-- Interpreter exit flushes through the SDK's own ``atexit`` shutdown.
+- An exception from an exporter's ``export()`` is reported once per kind instead
+  of once per batch, and when the provider shuts down, the number of spans, log
+  records and metric points that never reached the backend (failed exports and
+  full-queue drops alike) is logged once, so an outage is never silent.
+- Every exporter runs behind an :class:`ExportGate` that counts what it delivered
+  and lost, for spans, metric points and log records alike, and that the bounded
+  exit (``exit.py``) closes when waiting longer is pointless.
 - SIGTERM (how containers and process managers stop a program) ends a Python
   process without running ``atexit``. A handler flushes first, for at most
   :data:`FLUSH_SECONDS`, then does what the previous handler did: calls it, or
@@ -34,14 +35,21 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any, Protocol, TypeVar
 
+from opentelemetry.sdk._logs.export import (
+    BatchLogRecordProcessor,
+    LogRecordExporter,
+    LogRecordExportResult,
+)
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from reasonflow_otel.guard import report_internal_error
+from reasonflow_otel.sdk.exit import exit_began
 
 _logger = logging.getLogger(__name__)
 
@@ -53,80 +61,231 @@ class Flushable(Protocol):
     def force_flush(self, timeout_millis: int = ...) -> bool: ...
 
 
+_QUEUED = "dropped at a full queue or in a failed export"
+# What is counted for each kind of exporter, and where it can be lost.
+_UNITS = {
+    "span": ("spans", _QUEUED),
+    "log": ("log records", _QUEUED),
+    "metric": ("metric points", "in a failed export"),
+}
+
+
+class ExportGate:
+    """One exporter, what it delivered and lost, and a gate the exit deadline can close.
+
+    Once closed, nothing more reaches the exporter: what is left fails at once and is
+    counted as lost, instead of each batch waiting out retries (or making the
+    exporter warn that it was shut down).
+    """
+
+    def __init__(self, name: str, kind: str, exporter: Any) -> None:
+        self.name = name
+        self.kind = kind  # "span", "metric" or "log"
+        self.exporter = exporter
+        self.delivered = 0
+        self.lost = 0
+        self._lock = threading.Lock()
+        self._open = True
+        self._shut_down = False
+        self._reported = False
+
+    def send(self, items: int, export: Callable[[], bool]) -> bool:
+        """Run ``export`` (True when the items arrived) unless closed, and count them."""
+        arrived = False
+        if self._open:
+            try:
+                arrived = export()
+            except Exception as error:
+                report_internal_error(f"the {self.name} {self.kind} exporter", error)
+        with self._lock:
+            if arrived:
+                self.delivered += items
+            else:
+                self.lost += items
+        return arrived
+
+    def close(self) -> None:
+        """Send nothing more; the exporter's retry waits and gRPC calls end at once."""
+        self._open = False
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        """Shut the exporter down once, whoever asks first (the exit, the provider)."""
+        with self._lock:
+            if self._shut_down:
+                return
+            self._shut_down = True
+        self.exporter.shutdown()
+
+    def report(self, produced: int) -> None:
+        """Log once how many of the ``produced`` items never arrived."""
+        with self._lock:
+            if self._reported:
+                return
+            self._reported = True
+            lost = produced - self.delivered
+        if lost > 0:
+            unit, where = _UNITS[self.kind]
+            _logger.warning(
+                "reasonflow-otel: %d of %d %s could not be delivered by the %s exporter "
+                "(%s; export errors were logged when they happened)",
+                lost,
+                produced,
+                unit,
+                self.name,
+                where,
+            )
+
+
 class CountingSpanExporter(SpanExporter):
     """Wraps an exporter: its failures are reported once per kind, its spans counted."""
 
     def __init__(self, name: str, exporter: SpanExporter) -> None:
-        self.name = name
-        self._exporter = exporter
-        self._lock = threading.Lock()
-        self.delivered_spans = 0
-        self.lost_spans = 0
+        self.gate = ExportGate(name, "span", exporter)
+
+    @property
+    def name(self) -> str:
+        return self.gate.name
+
+    @property
+    def delivered_spans(self) -> int:
+        return self.gate.delivered
+
+    @property
+    def lost_spans(self) -> int:
+        return self.gate.lost
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        try:
-            result = self._exporter.export(spans)
-        except Exception as error:
-            report_internal_error(f"the {self.name} span exporter", error)
-            result = SpanExportResult.FAILURE
-        with self._lock:
-            if result is SpanExportResult.SUCCESS:
-                self.delivered_spans += len(spans)
-            else:
-                self.lost_spans += len(spans)
-        return result
+        exporter = self.gate.exporter
+        if self.gate.send(len(spans), lambda: exporter.export(spans) is SpanExportResult.SUCCESS):
+            return SpanExportResult.SUCCESS
+        return SpanExportResult.FAILURE
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        return self._exporter.force_flush(timeout_millis)
+        return self.gate.exporter.force_flush(timeout_millis)
 
     def shutdown(self) -> None:
-        self._exporter.shutdown()
+        self.gate.shutdown()
 
 
-class DeliveryReportingSpanProcessor(BatchSpanProcessor):
+class _CountsProduced:
+    """Counts items as they are produced, with ``next()`` on an ``itertools.count``: one
+    C call, atomic under the GIL, so no lock on the application's threads."""
+
+    def __init__(self) -> None:
+        self._produced = itertools.count()
+
+    def _count_one(self) -> None:
+        next(self._produced)
+
+    def _produced_so_far(self) -> int:
+        return next(self._produced)  # (this read adds one afterwards)
+
+
+class DeliveryReportingSpanProcessor(BatchSpanProcessor, _CountsProduced):
     """The SDK's batch processor, reporting at shutdown every sampled span that never arrived.
 
     A span is lost in a failed export or, while the backend is slow or down, at
-    the full queue (which the SDK only logs, at most every 20 s). Sampled spans
-    are counted as they end with ``next()`` on an ``itertools.count``: one C call,
-    atomic under the GIL, so no lock on the application's threads.
+    the full queue (which the SDK only logs, at most every 20 s).
     """
 
     def __init__(self, name: str, exporter: SpanExporter, **options: Any) -> None:
         self.exporter = CountingSpanExporter(name, exporter)
-        super().__init__(self.exporter, **options)
-        self._ended = itertools.count()
-        self._report_lock = threading.Lock()
-        self._reported = False
+        BatchSpanProcessor.__init__(self, self.exporter, **options)
+        _CountsProduced.__init__(self)
 
     def on_end(self, span: ReadableSpan) -> None:
         if span.context is not None and span.context.trace_flags.sampled:
-            next(self._ended)
+            self._count_one()
         super().on_end(span)
 
     def shutdown(self) -> None:
         try:
             super().shutdown()
         finally:
-            self._report_lost_spans()
+            self.exporter.gate.report(self._produced_so_far())
 
-    def _report_lost_spans(self) -> None:
-        """Once, at the first shutdown (the SDK may shut a processor down again at exit)."""
-        with self._report_lock:
-            if self._reported:
-                return
-            self._reported = True
-            ended = next(self._ended)  # spans ended so far (this read adds one afterwards)
-            lost = ended - self.exporter.delivered_spans
-            if lost > 0:
-                _logger.warning(
-                    "reasonflow-otel: %d of %d spans could not be delivered by the %s exporter "
-                    "(dropped at a full queue or in a failed export; export errors were "
-                    "logged when they happened)",
-                    lost,
-                    ended,
-                    self.exporter.name,
-                )
+
+class CountingLogExporter(LogRecordExporter):
+    """Wraps a log record exporter: its failures are reported once per kind, records counted."""
+
+    def __init__(self, name: str, exporter: LogRecordExporter) -> None:
+        self.gate = ExportGate(name, "log", exporter)
+
+    def export(self, batch: Sequence[Any]) -> LogRecordExportResult:
+        exporter = self.gate.exporter
+        succeeded = LogRecordExportResult.SUCCESS
+        if self.gate.send(len(batch), lambda: exporter.export(batch) is succeeded):
+            return LogRecordExportResult.SUCCESS
+        return LogRecordExportResult.FAILURE
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self.gate.exporter.force_flush(timeout_millis)
+
+    def shutdown(self) -> None:
+        self.gate.shutdown()
+
+
+class DeliveryReportingLogProcessor(BatchLogRecordProcessor, _CountsProduced):
+    """The SDK's batch log processor, reporting at shutdown every record that never arrived."""
+
+    def __init__(self, name: str, exporter: LogRecordExporter) -> None:
+        self.exporter = CountingLogExporter(name, exporter)
+        BatchLogRecordProcessor.__init__(self, self.exporter)
+        _CountsProduced.__init__(self)
+
+    def on_emit(self, log_record: Any) -> None:
+        self._count_one()
+        super().on_emit(log_record)
+
+    def shutdown(self) -> None:
+        try:
+            super().shutdown()
+        finally:
+            self.exporter.gate.report(self._produced_so_far())
+
+
+class CountingMetricExporter(MetricExporter):
+    """Wraps a metric exporter: failures reported once per kind, data points counted, and
+    the points that never arrived reported when the reader shuts it down."""
+
+    def __init__(self, name: str, exporter: MetricExporter) -> None:
+        super().__init__(
+            preferred_temporality=exporter._preferred_temporality,
+            preferred_aggregation=exporter._preferred_aggregation,
+        )
+        self.gate = ExportGate(name, "metric", exporter)
+
+    def export(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+    ) -> MetricExportResult:
+        exporter = self.gate.exporter
+
+        def export() -> bool:
+            result = exporter.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
+            return result is MetricExportResult.SUCCESS
+
+        if self.gate.send(_data_points(metrics_data), export):
+            return MetricExportResult.SUCCESS
+        return MetricExportResult.FAILURE
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return self.gate.exporter.force_flush(timeout_millis)
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        try:
+            self.gate.shutdown()
+        finally:
+            self.gate.report(self.gate.delivered + self.gate.lost)
+
+
+def _data_points(metrics_data: MetricsData) -> int:
+    return sum(
+        len(metric.data.data_points)
+        for resource_metrics in metrics_data.resource_metrics
+        for scope_metrics in resource_metrics.scope_metrics
+        for metric in scope_metrics.metrics
+    )
 
 
 ExporterT = TypeVar("ExporterT")
@@ -194,7 +353,8 @@ class _LastFlush:
             signal.signal(signal.SIGTERM, self._on_sigterm)
 
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> Any:
-        flush(self._providers)
+        if not exit_began():  # else the exit is already flushing: end at once
+            flush(self._providers)
         if callable(self._previous):
             return self._previous(signum, frame)
         signal.signal(signum, signal.SIG_DFL)

@@ -3,28 +3,39 @@
 At interpreter exit the SDK shuts its providers down one after another. A batch
 processor exports what is still queued batch by batch, each batch waiting up to
 the exporter's timeout (retrying a refused connection, or waiting on a backend
-that accepts and never answers) and the shutdown waits up to 30 s for it. With
-the backend gone, exit takes the batches times the timeout, for each provider.
+that accepts and never answers), and a metric reader spends a timeout of its
+own: with the backend gone, exit takes the timeout several times over.
 
-Here the batching providers (spans, logs) are shut down at exit by a watchdog
-thread, started beforehand because Python 3.12 starts no thread once the
-interpreter exits, while exit waits for it at most the configured export
-timeout. If it is not done by then, the exporters :func:`configure_sdk` made are
-shut down: their retry waits and gRPC calls end at once, what is left fails at
-once (and is counted as lost), and exit goes on after at most
-:data:`UNWIND_SECONDS` more; a request already sent over HTTP ends by its own
-timeout, in a daemon thread nobody waits for. The meter provider keeps the
-SDK's own exit handler: it exports once, within the timeout. A healthy backend
-is flushed long before the deadline.
+Here the providers reasonflow-otel installed are shut down at exit all at once,
+each by its own thread, under one deadline: the longest export timeout. If they are
+not done by then, every exporter gate is closed (see
+:class:`~reasonflow_otel.sdk.delivery.ExportGate`): retry waits and gRPC calls
+end at once, what is left fails at once and is counted as lost, and exit goes on
+after at most :data:`UNWIND_SECONDS` more; a request already sent over HTTP ends
+by its own timeout, in a daemon thread nobody waits for.
+
+A backend that refuses connections (nothing listening, the Collector not
+started) or whose name does not resolve will not answer a retry either: when
+the shutdown is not done after :data:`PROBE_AFTER_SECONDS`, each OTLP endpoint
+is probed with one connection attempt, and the gates of the unreachable ones are
+closed at once. A healthy backend is flushed long before either.
+
+Ctrl-C or SIGTERM during the wait ends the process at once, quietly, the way the
+signal would have ended it.
 """
 
 from __future__ import annotations
 
 import atexit
+import errno
 import os
+import signal
+import socket
 import threading
-from collections.abc import Sequence
-from typing import Protocol, TypeVar
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+from urllib.parse import urlsplit
 
 from opentelemetry.sdk.environment_variables import (
     OTEL_EXPORTER_OTLP_LOGS_TIMEOUT,
@@ -32,7 +43,6 @@ from opentelemetry.sdk.environment_variables import (
     OTEL_EXPORTER_OTLP_TIMEOUT,
     OTEL_EXPORTER_OTLP_TRACES_TIMEOUT,
 )
-from opentelemetry.sdk.metrics.export import MetricReader
 
 from reasonflow_otel.guard import report_internal_error
 
@@ -40,39 +50,46 @@ from reasonflow_otel.guard import report_internal_error
 DEFAULT_EXPORT_TIMEOUT = 10.0
 # How long exit waits past the deadline for the shutdown to unwind once exports are ended.
 UNWIND_SECONDS = 0.5
+# A shutdown not done by then has to wait on the network: find out whether it can answer.
+PROBE_AFTER_SECONDS = 0.2
 _SIGNAL_TIMEOUTS = (
     OTEL_EXPORTER_OTLP_TRACES_TIMEOUT,
     OTEL_EXPORTER_OTLP_METRICS_TIMEOUT,
     OTEL_EXPORTER_OTLP_LOGS_TIMEOUT,
 )
+# Connection errors that mean "nobody will answer there", unlike a timeout.
+_UNREACHABLE_ERRNOS = frozenset({errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH})
 
 
 class ShutsDown(Protocol):
     def shutdown(self) -> None: ...
 
 
-ShutsDownT = TypeVar("ShutsDownT", bound=ShutsDown)
+class Closes(Protocol):
+    def close(self) -> None: ...
+
 
 _lock = threading.Lock()
-_exporters: list[ShutsDown] = []
+_gates: list[tuple[Closes, str | None]] = []
+_exit_began = threading.Event()
 
 
-def end_by_exit_deadline(exporter: ShutsDownT) -> ShutsDownT:
-    """Have ``exporter`` shut down if exit is still waiting at the deadline; returns it.
-
-    A metric reader that serves its own endpoint (Prometheus) sends nothing, so it
-    is left to the meter provider.
-    """
-    if not isinstance(exporter, MetricReader):
-        with _lock:
-            _exporters.append(exporter)
-    return exporter
+def end_by_exit_deadline(gate: Closes, endpoint: str | None = None) -> None:
+    """Have ``gate`` closed if exit is still waiting at the deadline, or as soon as its
+    OTLP ``endpoint`` (a URL, or host:port) turns out to refuse connections."""
+    with _lock:
+        _gates.append((gate, endpoint))
 
 
-def bound_exit_time(batching_providers: Sequence[ShutsDown]) -> None:
-    """Shut ``batching_providers`` down at exit, waiting at most the export timeout."""
-    if batching_providers:
-        _ExitWatchdog(batching_providers, export_timeout()).start()
+def bound_exit_time(providers: Sequence[ShutsDown]) -> None:
+    """Shut ``providers`` down together at exit, waiting at most the export timeout."""
+    if providers:
+        _ExitWatchdog(providers, export_timeout()).start()
+
+
+def exit_began() -> bool:
+    """Whether the bounded exit is under way (a SIGTERM then ends the process at once)."""
+    return _exit_began.is_set()
 
 
 def export_timeout() -> float:
@@ -92,55 +109,109 @@ def _seconds(signal_timeout: str | None) -> float:
         return DEFAULT_EXPORT_TIMEOUT
 
 
+def refuses_connections(endpoint: str, timeout: float) -> bool:
+    """One connection attempt: True when it is refused, the host is unreachable or its
+    name does not resolve; False when it connects or merely takes too long."""
+    address = urlsplit(endpoint if "://" in endpoint else f"//{endpoint}")
+    default_port = 443 if address.scheme == "https" else 80
+    try:
+        port = address.port or default_port
+        with socket.create_connection((address.hostname or "localhost", port), timeout):
+            return False
+    except socket.gaierror:
+        return True
+    except OSError as error:
+        return error.errno in _UNREACHABLE_ERRNOS
+    except ValueError:  # a port out of range: the exporter cannot reach it either
+        return True
+
+
 class _ExitWatchdog:
-    """Runs the providers' shutdown when exit begins; exit waits for it until the deadline."""
+    """Shuts the providers down when exit begins; exit waits for them until the deadline.
+
+    Its threads are started beforehand: Python 3.12 starts no thread once the
+    interpreter exits.
+    """
 
     def __init__(self, providers: Sequence[ShutsDown], deadline_seconds: float) -> None:
         self._providers = tuple(providers)
         self._deadline_seconds = deadline_seconds
-        self._exit_began = threading.Event()
-        self._shut_down = threading.Event()
+        self._done: list[threading.Event] = []
+        self._probe_now = threading.Event()
 
     def start(self) -> None:
-        self._start_thread()
-        # Registered after the providers, so it runs before the SDK's own exit handlers.
+        self._start_threads()
+        for provider in self._providers:
+            # The SDK's own exit handler would shut each down again, one after another.
+            atexit.unregister(provider.shutdown)
+        # Registered after the providers, so it runs before any other SDK exit handler.
         atexit.register(self._on_exit)
         if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=self._restart_in_child)
+            os.register_at_fork(after_in_child=self._start_threads)
 
-    def _start_thread(self) -> None:
-        threading.Thread(
-            target=self._shut_down_at_exit, name="reasonflow-otel-exit", daemon=True
-        ).start()
+    def _start_threads(self) -> None:
+        """Also in a forked child (threads do not survive fork()): without them, its exit
+        would wait the whole deadline for shutdowns nobody runs, then lose its exports."""
+        self._done = [threading.Event() for _ in self._providers]
+        self._probe_now = threading.Event()
+        for provider, done in zip(self._providers, self._done, strict=True):
+            _daemon(self._shut_down_at_exit, provider, done)
+        _daemon(self._probe_when_asked, self._probe_now)
 
-    def _restart_in_child(self) -> None:
-        """Threads do not survive fork(): without this, a forked child's exit would wait
-        the whole deadline for a watchdog that is not there, then end its exports unsent."""
-        self._exit_began = threading.Event()
-        self._shut_down = threading.Event()
-        self._start_thread()
+    def _shut_down_at_exit(self, provider: ShutsDown, done: threading.Event) -> None:
+        _exit_began.wait()
+        try:
+            provider.shutdown()
+        except Exception as error:
+            report_internal_error("shutting telemetry down at exit", error)
+        finally:
+            done.set()
 
-    def _shut_down_at_exit(self) -> None:
-        self._exit_began.wait()
-        for provider in self._providers:
-            try:
-                provider.shutdown()
-            except Exception as error:
-                report_internal_error("shutting telemetry down at exit", error)
-        self._shut_down.set()
+    def _probe_when_asked(self, probe_now: threading.Event) -> None:
+        probe_now.wait()
+        with _lock:
+            endpoints = list(dict.fromkeys(endpoint for _, endpoint in _gates if endpoint))
+        for endpoint in endpoints:
+            if refuses_connections(endpoint, self._deadline_seconds):
+                _close_gates(endpoint)
 
     def _on_exit(self) -> None:
-        self._exit_began.set()
-        if not self._shut_down.wait(self._deadline_seconds):
-            _end_exports()
-            self._shut_down.wait(UNWIND_SECONDS)  # lets the shutdown report what was lost
-
-
-def _end_exports() -> None:
-    with _lock:
-        exporters = list(_exporters)
-    for exporter in exporters:
+        _exit_began.set()
         try:
-            exporter.shutdown()
+            self._wait_for_shutdown()
+        except KeyboardInterrupt:
+            _end_like(signal.SIGINT)
+
+    def _wait_for_shutdown(self) -> None:
+        started = time.monotonic()
+        if self._all_done(started + PROBE_AFTER_SECONDS):
+            return
+        self._probe_now.set()
+        if not self._all_done(started + self._deadline_seconds):
+            _close_gates()
+            self._all_done(time.monotonic() + UNWIND_SECONDS)  # lets them report what was lost
+
+    def _all_done(self, deadline: float) -> bool:
+        return all(done.wait(max(deadline - time.monotonic(), 0.0)) for done in self._done)
+
+
+def _daemon(target: Callable[..., None], *args: object) -> None:
+    threading.Thread(target=target, args=args, name="reasonflow-otel-exit", daemon=True).start()
+
+
+def _close_gates(endpoint: str | None = None) -> None:
+    """Close the gates of ``endpoint``, or all of them."""
+    with _lock:
+        gates = [gate for gate, where in _gates if endpoint is None or where == endpoint]
+    for gate in gates:
+        try:
+            gate.close()
         except Exception as error:
             report_internal_error("ending exports at the exit deadline", error)
+
+
+def _end_like(signum: int) -> None:
+    """End the process as ``signum`` would have, without a traceback."""
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+    os._exit(128 + signum)  # only if the signal did not end it

@@ -31,7 +31,7 @@ from opentelemetry.sdk._configuration import (
     _import_config_components,
 )
 from opentelemetry.sdk._logs import LoggerProvider
-from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter
+from opentelemetry.sdk._logs.export import LogRecordExporter
 from opentelemetry.sdk.environment_variables import (
     OTEL_EXPORTER_OTLP_ENDPOINT,
     OTEL_EXPORTER_OTLP_METRICS_ENDPOINT,
@@ -52,7 +52,10 @@ from reasonflow_otel.local.console import ConsoleLogProcessor, ConsoleTreeProces
 from reasonflow_otel.local.store import log_file_for, prepare_for_append
 from reasonflow_otel.propagation import continue_trace_from_environment
 from reasonflow_otel.sdk.delivery import (
+    CountingMetricExporter,
+    DeliveryReportingLogProcessor,
     DeliveryReportingSpanProcessor,
+    ExportGate,
     flush_before_exit,
     reconnect_after_fork,
 )
@@ -71,6 +74,11 @@ _EXPORTER_VARIABLES = {
     "logs": OTEL_LOGS_EXPORTER,
 }
 LOCAL_FILE_EXPORTER = "otlp_json_file"
+_OTLP_DEFAULT_ENDPOINTS = {
+    "otlp": "http://localhost:4317",
+    "otlp_proto_grpc": "http://localhost:4317",
+    "otlp_proto_http": "http://localhost:4318",
+}
 
 
 @dataclass
@@ -136,12 +144,10 @@ def configure_sdk(settings: Settings, service_name: str | None = None) -> SdkSet
             _logs.set_logger_provider(logger_provider)
             setup.logger_provider = logger_provider
             setup.installed_logger_provider = True
-    installed = setup.installed_providers()
+    installed: list[ShutsDown] = list(setup.installed_providers().values())  # type: ignore[arg-type]
     if installed:
-        flush_before_exit(list(installed.values()))  # type: ignore[arg-type]
-    # The tracer and logger providers' exit waits on batches of exports: bound it.
-    batching: list[ShutsDown] = [installed[s] for s in ("traces", "logs") if s in installed]
-    bound_exit_time(batching)
+        flush_before_exit(installed)  # type: ignore[arg-type]
+    bound_exit_time(installed)
     return setup
 
 
@@ -154,7 +160,9 @@ def _resource(service_name: str | None) -> Resource:
 def _tracer_provider(settings: Settings, resource: Resource, names: list[str]) -> TracerProvider:
     provider = TracerProvider(resource=resource, sampler=build_sampler(settings))
     for name, exporter in _exporters("traces", settings):
-        provider.add_span_processor(DeliveryReportingSpanProcessor(name, exporter))
+        processor = DeliveryReportingSpanProcessor(name, exporter)
+        _end_by_exit_deadline("traces", processor.exporter.gate)
+        provider.add_span_processor(processor)
         names.append(name)
     return provider
 
@@ -162,10 +170,12 @@ def _tracer_provider(settings: Settings, resource: Resource, names: list[str]) -
 def _meter_provider(settings: Settings, resource: Resource, names: list[str]) -> MeterProvider:
     readers: list[MetricReader] = []
     for name, exporter in _exporters("metrics", settings):
-        if isinstance(exporter, MetricReader):
+        if isinstance(exporter, MetricReader):  # serves its own endpoint: sends nothing
             readers.append(exporter)
         else:
-            readers.append(PeriodicExportingMetricReader(exporter))
+            counting = CountingMetricExporter(name, exporter)
+            _end_by_exit_deadline("metrics", counting.gate)
+            readers.append(PeriodicExportingMetricReader(counting))
         names.append(name)
     return MeterProvider(resource=resource, metric_readers=readers, views=build_views(settings))
 
@@ -185,7 +195,9 @@ def _logger_provider(
         return None
     provider = LoggerProvider(resource=resource)
     for name, exporter in exporters:
-        provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
+        processor = DeliveryReportingLogProcessor(name, exporter)
+        _end_by_exit_deadline("logs", processor.exporter.gate)
+        provider.add_log_record_processor(processor)
         names.append(name)
     if console is not None:
         provider.add_log_record_processor(ConsoleLogProcessor(console))
@@ -230,8 +242,7 @@ def _exporters(
             if name == LOCAL_FILE_EXPORTER and signal != "metrics":
                 exporters.append((name, exporter_class(_local_file(signal, settings))))
                 continue
-            exporter = reconnect_after_fork(exporter_class())
-            exporters.append((name, end_by_exit_deadline(exporter)))
+            exporters.append((name, reconnect_after_fork(exporter_class())))
         except Exception as error:
             _logger.warning(
                 "reasonflow-otel: cannot use %s exporter %r (%s); it is skipped",
@@ -240,6 +251,19 @@ def _exporters(
                 error,
             )
     return exporters
+
+
+def _end_by_exit_deadline(signal: Signal, gate: ExportGate) -> None:
+    """Register ``gate`` with the bounded exit, with the endpoint an OTLP exporter sends to
+    (the SDK's defaults when none is set), so a refused connection ends its wait at once."""
+    endpoint = None
+    if gate.name in _OTLP_DEFAULT_ENDPOINTS:
+        endpoint = (
+            os.environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT")
+            or os.environ.get(OTEL_EXPORTER_OTLP_ENDPOINT)
+            or _OTLP_DEFAULT_ENDPOINTS[gate.name]
+        )
+    end_by_exit_deadline(gate, endpoint)
 
 
 def _local_file(signal: Signal, settings: Settings) -> Path:
