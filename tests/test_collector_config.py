@@ -438,29 +438,55 @@ def test_span_metrics_see_every_span_and_sampling_is_a_separate_pipeline(path):
     assert pipelines["metrics"]["exporters"] == ["prometheus"]
 
 
-@pytest.mark.parametrize("path", [SINGLE, GATEWAY], ids=lambda p: p.name)
-def test_tail_sampling_keeps_errors_slow_traces_and_a_configurable_share(path):
-    def policies(environ):
-        sampling = load_collector_config(path, environ)["processors"]["tail_sampling"]
-        return sampling["decision_wait"], sampling["policies"]
+def tail_sampling(path: Path, environ: dict[str, str]) -> tuple[str, list[dict]]:
+    """The decision wait and the policies, as the Collector would load them."""
+    sampling = load_collector_config(path, environ)["processors"]["tail_sampling"]
+    return sampling["decision_wait"], sampling["policies"]
 
-    decision_wait, default = policies({})
-    assert decision_wait == "60s"
-    assert default == [
+
+def sampling_policies(percentage: float) -> list[dict]:
+    return [
         {"name": "keep-errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}},
         {"name": "keep-slow", "type": "latency", "latency": {"threshold_ms": 10000}},
         {
             "name": "keep-percentage-of-the-rest",
             "type": "probabilistic",
-            "probabilistic": {"sampling_percentage": 10},
+            "probabilistic": {"sampling_percentage": percentage},
         },
     ]
-    decision_wait, tuned = policies(
+
+
+def test_single_machine_collector_keeps_every_trace_and_decides_within_seconds():
+    """The Jaeger quick start shows the example's traces the first time, seconds after."""
+    decision_wait, policies = tail_sampling(SINGLE, {})
+
+    assert policies == sampling_policies(100)  # errors and slow traces still always kept
+    assert parse_duration(decision_wait) <= 10
+
+
+def test_scaled_gateways_keep_their_sampling_ratio():
+    decision_wait, policies = tail_sampling(GATEWAY, {})
+
+    assert policies == sampling_policies(10)
+    assert decision_wait == "60s"
+
+
+@pytest.mark.parametrize("path", [SINGLE, GATEWAY], ids=lambda p: p.name)
+def test_production_sampling_settings_are_documented_with_each_config(path):
+    header = path.read_text()
+    assert "TAIL_SAMPLING_PERCENTAGE" in header
+    assert "production" in header
+
+
+@pytest.mark.parametrize("path", [SINGLE, GATEWAY], ids=lambda p: p.name)
+def test_tail_sampling_share_and_wait_are_configurable(path):
+    decision_wait, tuned = tail_sampling(
+        path,
         {
             "TAIL_SAMPLING_PERCENTAGE": "2.5",
             "TAIL_SAMPLING_LATENCY_THRESHOLD_MS": "30000",
             "TAIL_SAMPLING_DECISION_WAIT": "5m",
-        }
+        },
     )
     assert decision_wait == "5m"
     assert tuned[1]["latency"] == {"threshold_ms": 30000}
