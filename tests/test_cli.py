@@ -95,10 +95,14 @@ def test_traces_lists_the_quickstart_runs_newest_first(quickstart):
 
     assert listed.returncode == 0, listed.stderr
     header, *rows = listed.stdout.splitlines()
-    assert header.split() == ["TIME", "TRACE", "ID", "ROOT", "STATUS", "DURATION", "SPANS"]
-    assert [row.split()[2:5] for row in rows] == [
-        [root["traceId"], "TriageFlow", "ok"] for root in roots
+    assert header.split() == [
+        "TIME", "TRACE", "ID", "SERVICE", "ROOT", "STATUS", "DURATION", "SPANS"
+    ]  # fmt: skip
+    assert [row.split()[3:7] for row in rows] == [
+        [root["traceId"], "unknown_service:python3", "TriageFlow", "ok"] for root in roots
     ]
+    local_zone = time.strftime("%z")  # times are local, with their UTC offset
+    assert [row.split()[2] for row in rows] == [local_zone, local_zone]
     assert [row.split()[-1] for row in rows] == ["10", "15"]
 
 
@@ -268,9 +272,12 @@ def test_doctor_reports_an_endpoint_that_does_not_answer(tmp_path):
     assert facts["traces endpoint"] == f"{endpoint} (Connection refused)"
     assert facts["engines"] == "pocketflow 0.0.3 (will be instrumented)"
     assert facts["propagators"] == "tracecontext,baggage"
-    fixes = report.stdout.split("What to fix:\n")[1].splitlines()
-    assert fixes[0] == "  1. Set OTEL_SERVICE_NAME so this program's traces are easy to find."
-    assert any(f"Nothing answers at {endpoint} (Connection refused)" in fix for fix in fixes)
+    assert "local trace file" not in facts  # nothing is written there
+    problems = report.stdout.split("What to fix:\n")[1].splitlines()
+    assert problems == [
+        f"  1. Nothing answers at {endpoint} (Connection refused): start the Collector or "
+        "backend, or fix OTEL_EXPORTER_OTLP_ENDPOINT; until then traces and metrics are dropped."
+    ]
 
 
 def test_doctor_finds_nothing_to_fix_in_a_good_setup(tmp_path):
@@ -288,6 +295,38 @@ def test_doctor_finds_nothing_to_fix_in_a_good_setup(tmp_path):
     assert report.stdout.endswith("\nNothing to fix.\n")
     assert f"traces endpoint    {receiver.endpoint} (answers)" in report.stdout
     assert "service name       triage" in report.stdout
+
+
+def test_doctor_gives_advice_without_failing(tmp_path):
+    """The Quickstart's own defaults: no service name is advice, not a problem."""
+    report = run(tmp_path, CLI, "doctor")
+
+    assert report.returncode == 0, report.stdout
+    assert report.stdout.endswith(
+        "\nAdvice:\n"
+        "  - Set OTEL_SERVICE_NAME so this program's traces are easy to find.\n"
+        "\nNothing to fix.\n"
+    )
+
+
+def test_doctor_lists_every_standard_value_the_preflight_repairs(tmp_path):
+    report = run(
+        tmp_path,
+        CLI,
+        "doctor",
+        OTEL_SERVICE_NAME="triage",
+        OTEL_TRACES_SAMPLER="bogus",
+        OTEL_BSP_MAX_QUEUE_SIZE="100",
+    )
+
+    assert report.returncode == 1
+    problems = report.stdout.split("What to fix:\n")[1].splitlines()
+    assert problems[0].startswith("  1. ignoring OTEL_TRACES_SAMPLER='bogus' (expected one of ")
+    assert problems[0].endswith("; using the default parentbased_traceidratio")
+    assert problems[1:] == [
+        "  2. OTEL_BSP_MAX_EXPORT_BATCH_SIZE=512 is above OTEL_BSP_MAX_QUEUE_SIZE=100, "
+        "which the SDK refuses; using 100"
+    ]
 
 
 def test_doctor_shows_the_local_store_and_bad_settings(tmp_path):
@@ -349,7 +388,8 @@ def flow(trace_id: str, span_id: str, parent_id: str, name: str, start_ms: int, 
 def write_lines(path: Path, lines: Iterable[list[dict[str, Any]]]) -> None:
     with path.open("w") as file:
         for spans in lines:
-            request = {"resourceSpans": [{"scopeSpans": [{"spans": spans}]}]}
+            resource = {"attributes": [{"key": "service.name", "value": {"stringValue": "shop"}}]}
+            request = {"resourceSpans": [{"resource": resource, "scopeSpans": [{"spans": spans}]}]}
             file.write(json.dumps(request) + "\n")
 
 
@@ -385,26 +425,38 @@ def listed(capsys, *arguments: str) -> list[list[str]]:
     assert main(["traces", *arguments]) == 0
     header, *rows = capsys.readouterr().out.splitlines()
     assert header.startswith("TIME")
-    return [row.split()[2:5] for row in rows if not row.startswith("(")]
+    return [row.split()[3:7] for row in rows if not row.startswith("(")]
 
 
 def test_traces_filters_by_flow_and_status_and_limits(three_traces, capsys):
     file = ["--file", str(three_traces)]
 
     assert listed(capsys, *file) == [
-        [REQUEST, "handle_request", "ok"],
-        [BETA, "Beta", "error"],
-        [ALPHA, "Alpha", "ok"],
+        [REQUEST, "shop", "handle_request", "ok"],
+        [BETA, "shop", "Beta", "error"],
+        [ALPHA, "shop", "Alpha", "ok"],
     ]
     assert listed(capsys, *file, "--flow", "Alpha") == [
-        [REQUEST, "handle_request", "ok"],
-        [ALPHA, "Alpha", "ok"],
+        [REQUEST, "shop", "handle_request", "ok"],
+        [ALPHA, "shop", "Alpha", "ok"],
     ]
-    assert listed(capsys, *file, "--status", "error") == [[BETA, "Beta", "error"]]
+    assert listed(capsys, *file, "--status", "error") == [[BETA, "shop", "Beta", "error"]]
     assert main(["traces", *file, "--limit", "1"]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == "(1 of 3 traces shown; --limit 0 shows all)"
     assert main(["traces", *file, "--flow", "Gamma"]) == 0
     assert capsys.readouterr().out == "No trace matches the filters.\n"
+
+
+def test_an_ambiguous_prefix_lists_twenty_matches_and_counts_the_rest(tmp_path, capsys):
+    path = tmp_path / "traces.jsonl"
+    trace_ids = [f"ab{number:030x}" for number in range(23)]
+    write_lines(path, [[flow(trace_id, "0" * 15 + "1", "", "Alpha", 0)] for trace_id in trace_ids])
+
+    assert main(["show", "--file", str(path), "ab"]) == 1
+    assert capsys.readouterr().err == (
+        f"reasonflow-otel: error: ab matches 23 traces: {', '.join(trace_ids[:20])} and 3 more; "
+        "give more digits\n"
+    )
 
 
 def test_show_needs_an_id_prefix_that_matches_one_trace(three_traces, capsys):
@@ -412,8 +464,7 @@ def test_show_needs_an_id_prefix_that_matches_one_trace(three_traces, capsys):
 
     assert main(["show", *file, "aaaa"]) == 1
     assert capsys.readouterr().err == (
-        f"reasonflow-otel: error: aaaa matches several traces ({ALPHA}, {BETA}, ...); "
-        "give more digits\n"
+        f"reasonflow-otel: error: aaaa matches 2 traces: {ALPHA}, {BETA}; give more digits\n"
     )
     assert main(["show", *file, "cccc"]) == 1
     assert capsys.readouterr().err == (
@@ -458,9 +509,9 @@ def test_a_corrupt_line_warns_once_and_the_rest_is_listed(three_traces, capsys):
 
     assert main(["traces", "--file", str(three_traces)]) == 0
     out, err = capsys.readouterr()
-    assert [row.split()[2:5] for row in out.splitlines()[1:]] == [
-        [BETA, "Beta", "error"],
-        [ALPHA, "Alpha", "ok"],
+    assert [row.split()[3:7] for row in out.splitlines()[1:]] == [
+        [BETA, "shop", "Beta", "error"],
+        [ALPHA, "shop", "Alpha", "ok"],
     ]
     assert err == (
         f"reasonflow-otel: warning: {three_traces}: line 2 is not valid JSON "

@@ -54,3 +54,21 @@ def test_uninstrument_restores_the_engine_and_the_threads(report):
     assert after["replaced_methods"] == []
     assert after["providers_kept"] is True
     assert after["spans"] == [["customer db query", None]]
+
+
+def test_an_unknown_option_raises_type_error_like_any_function(tmp_path):
+    """The developer wrote the call: a misspelt option must not pass as a warning."""
+    script = (
+        "import reasonflow_otel\n"
+        "try:\n"
+        "    reasonflow_otel.instrument(capture_everything=True)\n"
+        "except TypeError as error:\n"
+        "    print(error)\n"
+        "print(reasonflow_otel.instrumented_engines())\n"
+    )
+    completed = run_program([sys.executable, "-c", script], cwd=tmp_path)
+
+    assert completed.stdout.splitlines() == [
+        "instrument() got an unexpected keyword argument 'capture_everything'",
+        "[]",  # nothing was set up
+    ]

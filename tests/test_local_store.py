@@ -139,10 +139,16 @@ def test_prepare_for_append_creates_the_directory_and_leaves_clean_files_alone(t
     path = tmp_path / "new" / "traces.jsonl"
     prepare_for_append(path)
     assert path.parent.is_dir() and not path.exists()
+    assert (path.parent / ".gitignore").read_text() == "*\n"  # payloads stay out of git
 
     path.write_text('{"resourceSpans": []}\n')
     prepare_for_append(path)
     assert path.read_text() == '{"resourceSpans": []}\n'
+
+
+def test_a_directory_that_exists_gets_no_gitignore(tmp_path):
+    prepare_for_append(tmp_path / "traces.jsonl")
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("content", ["", "\n\n  \n"])

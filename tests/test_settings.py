@@ -66,7 +66,7 @@ def test_keyword_options_win_over_environment() -> None:
         ("REASONFLOW_OTEL_RESOURCE_PROBE", "perf", "expected one of none, rusage, psutil"),
         ("REASONFLOW_OTEL_SAMPLING_RATIOS", "A=2", "expected a number from 0 to 1"),
         ("REASONFLOW_OTEL_SAMPLING_RATIOS", "A", "expected FlowName=ratio pairs, got 'A'"),
-        ("REASONFLOW_OTEL_CAPTURE", "prep,inputs", "unknown inputs"),
+        ("REASONFLOW_OTEL_CAPTURE", "inputs", "expected some of prep, exec, post, shared"),
     ],
 )
 def test_malformed_value_warns_once_and_keeps_default(
@@ -80,6 +80,40 @@ def test_malformed_value_warns_once_and_keeps_default(
     assert repr(value) in record.getMessage()
     assert reason in record.getMessage()
     assert "using the default" in record.getMessage()
+
+
+def test_a_list_keeps_its_valid_entries_and_names_the_others(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    environ = {
+        "REASONFLOW_OTEL_CAPTURE": "exec,everything",
+        "REASONFLOW_OTEL_SAMPLING_RATIOS": "Chatty=0.1,Rare=2",
+    }
+    with caplog.at_level(logging.WARNING, logger="reasonflow_otel.settings"):
+        settings = load_settings(environ=environ)
+
+    assert settings.capture == ("exec",)
+    assert dict(settings.sampling_ratios) == {"Chatty": 0.1}
+    assert sorted(record.getMessage() for record in caplog.records) == [
+        "reasonflow-otel: ignoring 'Rare=2' in REASONFLOW_OTEL_SAMPLING_RATIOS='Chatty=0.1,Rare=2' "
+        "(expected a number from 0 to 1); using Chatty=0.1",
+        "reasonflow-otel: ignoring 'everything' in REASONFLOW_OTEL_CAPTURE='exec,everything' "
+        "(expected some of prep, exec, post, shared); using exec",
+    ]
+
+
+def test_a_list_with_no_valid_entry_names_its_empty_default(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="reasonflow_otel.settings"):
+        settings = load_settings(environ={"REASONFLOW_OTEL_CAPTURE": "everything"})
+
+    assert settings.capture == ()
+    [record] = caplog.records
+    assert record.getMessage() == (
+        "reasonflow-otel: ignoring REASONFLOW_OTEL_CAPTURE='everything' "
+        "(expected some of prep, exec, post, shared); using the default (none)"
+    )
 
 
 def test_wrongly_typed_option_warns_and_keeps_default(caplog: pytest.LogCaptureFixture) -> None:

@@ -27,7 +27,11 @@ from reasonflow_otel.propagation import (
     inject,
 )
 from reasonflow_otel.sdk.setup import SdkSetup, start_telemetry
-from reasonflow_otel.settings import instrumentation_disabled, load_settings
+from reasonflow_otel.settings import (
+    instrumentation_disabled,
+    load_settings,
+    reject_unknown_options,
+)
 from reasonflow_otel.version import __version__
 
 __all__ = [
@@ -63,11 +67,12 @@ def instrument(
     """Set up the SDK where the app has not, and instrument installed engines.
 
     ``options`` are the ``REASONFLOW_OTEL_*`` settings by field name (see
-    ``reasonflow_otel.settings``). Explicit providers are used as given and no
-    SDK setup is done for them. Calling it again does nothing; errors are
-    logged, never raised into the application.
+    ``reasonflow_otel.settings``); an unknown one raises ``TypeError``. Explicit
+    providers are used as given and no SDK setup is done for them. Calling it
+    again does nothing; errors are logged, never raised into the application.
     """
     global _setup
+    reject_unknown_options(options)
     with _lock:
         if _active:
             return

@@ -56,7 +56,16 @@ CAPTURE_PHASES = ("prep", "exec", "post", "shared")
 
 
 class SettingError(ValueError):
-    """A value that does not parse; the message says what was expected."""
+    """A value that does not parse; the message says what was expected.
+
+    For a list with some wrong entries, ``rejected`` names them and ``usable`` is
+    the value made of the others (None when no entry is right).
+    """
+
+    def __init__(self, message: str, usable: Any = None, rejected: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.usable = usable
+        self.rejected = rejected
 
 
 # --- Parsers: text -> value, raising SettingError with a readable reason. ---------
@@ -95,26 +104,47 @@ def parse_names(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
+def parse_each(
+    text: str, parse_entry: Callable[[str], Any], collect: Callable[[list[Any]], Any] = tuple
+) -> Any:
+    """A comma-separated list, entry by entry: a wrong entry does not cost the right ones
+    (the SettingError carries them as ``usable``)."""
+    parsed, rejected, reasons = [], [], []
+    for entry in parse_names(text):
+        try:
+            parsed.append(parse_entry(entry))
+        except SettingError as error:
+            rejected.append(entry)
+            reasons.append(str(error))
+    if rejected:
+        usable = collect(parsed) if parsed else None
+        raise SettingError("; ".join(dict.fromkeys(reasons)), usable, tuple(rejected))
+    return collect(parsed)
+
+
+def _pattern(pattern: str) -> str:
+    try:
+        re.compile(pattern)
+    except re.error as error:
+        raise SettingError(f"{pattern!r} is not a regular expression ({error})") from None
+    return pattern
+
+
 def parse_patterns(text: str) -> tuple[str, ...]:
     """Comma-separated regular expressions, each checked to compile."""
-    patterns = parse_names(text)
-    for pattern in patterns:
-        try:
-            re.compile(pattern)
-        except re.error as error:
-            raise SettingError(f"{pattern!r} is not a regular expression ({error})") from None
-    return patterns
+    return parse_each(text, _pattern)
+
+
+def _flow_ratio(item: str) -> tuple[str, float]:
+    name, sep, ratio = item.partition("=")
+    if not sep or not name.strip():
+        raise SettingError(f"expected FlowName=ratio pairs, got {item!r}")
+    return name.strip(), parse_ratio(ratio)
 
 
 def parse_ratios(text: str) -> Mapping[str, float]:
     """``FlowA=0.01,FlowB=1`` -> ``{"FlowA": 0.01, "FlowB": 1.0}``."""
-    ratios: dict[str, float] = {}
-    for item in parse_names(text):
-        name, sep, ratio = item.partition("=")
-        if not sep or not name.strip():
-            raise SettingError(f"expected FlowName=ratio pairs, got {item!r}")
-        ratios[name.strip()] = parse_ratio(ratio)
-    return MappingProxyType(ratios)
+    return parse_each(text, _flow_ratio, lambda pairs: MappingProxyType(dict(pairs)))
 
 
 def parse_buckets(text: str) -> tuple[float, ...]:
@@ -140,14 +170,13 @@ def choice(*allowed: str) -> Callable[[str], str]:
 
 
 def subset_of(*allowed: str) -> Callable[[str], tuple[str, ...]]:
+    def parse_member(name: str) -> str:
+        if name.lower() not in allowed:
+            raise SettingError(f"expected some of {', '.join(allowed)}")
+        return name.lower()
+
     def parse_subset(text: str) -> tuple[str, ...]:
-        values = tuple(name.lower() for name in parse_names(text))
-        unknown = [value for value in values if value not in allowed]
-        if unknown:
-            raise SettingError(
-                f"unknown {', '.join(unknown)}; expected some of {', '.join(allowed)}"
-            )
-        return values
+        return parse_each(text, parse_member)
 
     return parse_subset
 
@@ -242,6 +271,15 @@ def setting_docs() -> list[tuple[str, str, str]]:
     ]
 
 
+def reject_unknown_options(options: Mapping[str, Any]) -> None:
+    """Raise TypeError for a keyword that is no setting, as a Python function would: unlike
+    the environment, ``instrument(**options)`` is written by the developer."""
+    known = {f.name for f in fields(Settings)}
+    for name in options:
+        if name not in known:
+            raise TypeError(f"instrument() got an unexpected keyword argument {name!r}")
+
+
 def instrumentation_disabled(name: str, environ: Mapping[str, str] | None = None) -> bool:
     """Whether ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` turns off the instrumentation
     with this entry-point name, read the way ``opentelemetry-instrument`` reads it."""
@@ -269,12 +307,24 @@ def load_settings(
         try:
             values[f.name] = f.metadata["parse"](raw if isinstance(raw, str) else _show(raw))
         except SettingError as error:
+            if error.usable is not None:
+                values[f.name] = error.usable
+                rejected = ", ".join(repr(entry) for entry in error.rejected)
+                warn_once(
+                    "reasonflow-otel: ignoring %s in %s=%r (%s); using %s",
+                    rejected,
+                    source,
+                    raw,
+                    error,
+                    _show(error.usable),
+                )
+                continue
             warn_once(
                 "reasonflow-otel: ignoring %s=%r (%s); using the default %s",
                 source,
                 raw,
                 error,
-                _show(getattr(defaults, f.name)),
+                _show(getattr(defaults, f.name)) or "(none)",
             )
     for unknown in options:
         warn_once("reasonflow-otel: ignoring unknown option %r", unknown)

@@ -92,17 +92,18 @@ def show_command(arguments: argparse.Namespace) -> None:
 def find_trace(path: Path, prefix: str) -> list[SpanRecord]:
     """The spans of the one trace whose id starts with ``prefix``."""
     spans: list[SpanRecord] = []
+    others: dict[str, None] = {}  # other matching trace ids, in file order
     for span in _spans(path):
         if not span.trace_id.startswith(prefix):
             continue
-        if spans and span.trace_id != spans[0].trace_id:
-            raise CliError(
-                f"{prefix} matches several traces ({spans[0].trace_id}, {span.trace_id}, ...); "
-                "give more digits"
-            )
-        spans.append(span)
+        if not spans or span.trace_id == spans[0].trace_id:
+            spans.append(span)
+        else:
+            others[span.trace_id] = None
     if not spans:
         raise CliError(f"no trace id in {path} starts with {prefix}")
+    if others:
+        raise CliError(listing.ambiguous(prefix, [spans[0].trace_id, *others]))
     return spans
 
 
@@ -146,7 +147,7 @@ def export_command(arguments: argparse.Namespace) -> int:
 def doctor_command(arguments: argparse.Namespace) -> int:
     diagnosis = doctor.diagnose()
     _print_lines(doctor.render_diagnosis(diagnosis))
-    return 1 if diagnosis.fixes else 0
+    return 1 if diagnosis.problems else 0
 
 
 # --- Helpers ------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """``reasonflow-otel doctor``: the configuration an instrumented program would get, checked.
 
 It reads the same environment and settings the program reads, through the same functions
-(exporter choice, sampler, settings), installs nothing, and lists what to fix: an endpoint
-nobody answers at, a setting that does not parse, no engine to instrument, and so on.
+(exporter choice, sampler, settings, the preflight of ``OTEL_*`` values), installs nothing,
+and lists the problems to fix (an endpoint nobody answers at, a value that does not parse, no
+engine to instrument, and so on), apart from advice that is no failure (no service name).
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 
 from reasonflow_otel import ENGINES, __version__
 from reasonflow_otel.local.store import log_file_for
+from reasonflow_otel.sdk import preflight
 from reasonflow_otel.sdk.sampling import build_sampler
-from reasonflow_otel.sdk.setup import Signal, exporter_names
+from reasonflow_otel.sdk.setup import LOCAL_FILE_EXPORTER, Signal, exporter_names
 from reasonflow_otel.settings import Settings, instrumentation_disabled, load_settings
 
 CONNECT_TIMEOUT = 2.0
@@ -48,19 +50,20 @@ _OTLP_EXPORTERS = ("otlp_proto_grpc", "otlp_proto_http")
 @dataclass
 class Diagnosis:
     facts: list[tuple[str, str]] = field(default_factory=list)
-    fixes: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # doctor exits with status 1
+    advice: list[str] = field(default_factory=list)
 
     def add(self, label: str, value: str) -> None:
         self.facts.append((label, value))
 
 
 def diagnose() -> Diagnosis:
-    """Facts and fixes for the configuration in ``os.environ``."""
+    """Facts, advice and problems for the configuration in ``os.environ``."""
     diagnosis = Diagnosis()
     with _warnings_of("reasonflow_otel") as warnings:
         settings = load_settings()
         _check_sdk(diagnosis, settings)
-    diagnosis.fixes[:0] = warnings
+    diagnosis.problems[:0] = [*preflight.REPAIRS, *warnings]
     _check_engines(diagnosis)
     _check_local_store(diagnosis, settings)
     _check_distro(diagnosis)
@@ -71,9 +74,9 @@ def _check_sdk(diagnosis: Diagnosis, settings: Settings) -> None:
     service = str(Resource.create().attributes.get(SERVICE_NAME, ""))
     diagnosis.add("service name", service)
     if service.startswith("unknown_service"):
-        diagnosis.fixes.append("Set OTEL_SERVICE_NAME so this program's traces are easy to find.")
+        diagnosis.advice.append("Set OTEL_SERVICE_NAME so this program's traces are easy to find.")
     if os.environ.get(OTEL_SDK_DISABLED, "").strip().lower() == "true":
-        diagnosis.fixes.append("OTEL_SDK_DISABLED=true: nothing is recorded until it is unset.")
+        diagnosis.problems.append("OTEL_SDK_DISABLED=true: nothing is recorded until it is unset.")
     _check_exporters(diagnosis)
     diagnosis.add("sampler", build_sampler(settings).get_description())
     diagnosis.add("propagators", os.environ.get(OTEL_PROPAGATORS) or "tracecontext,baggage")
@@ -88,7 +91,7 @@ def _check_exporters(diagnosis: Diagnosis) -> None:
             names = exporter_names(signal)
         except RuntimeError as error:  # e.g. an unknown OTEL_EXPORTER_OTLP_PROTOCOL
             names = []
-            diagnosis.fixes.append(f"{signal} exporter: {error}")
+            diagnosis.problems.append(f"{signal} exporter: {error}")
         diagnosis.add(f"{signal} exporters", ", ".join(names) or "none")
         for name in names:
             if name in _OTLP_EXPORTERS:
@@ -98,7 +101,7 @@ def _check_exporters(diagnosis: Diagnosis) -> None:
         for signal in signals:
             diagnosis.add(f"{signal} endpoint", f"{url} ({problem or 'answers'})")
         if problem:
-            diagnosis.fixes.append(
+            diagnosis.problems.append(
                 f"Nothing answers at {url} ({problem}): start the Collector or backend, or fix "
                 f"OTEL_EXPORTER_OTLP_ENDPOINT; until then {' and '.join(signals)} are dropped."
             )
@@ -130,7 +133,7 @@ def _check_engines(diagnosis: Diagnosis) -> None:
     states = [_engine_state(diagnosis, engine, target) for engine, target in ENGINES.items()]
     diagnosis.add("engines", ", ".join(state for state, _ in states))
     if not any(usable for _, usable in states):
-        diagnosis.fixes.append(
+        diagnosis.problems.append(
             f"No workflow engine will be instrumented: install one ({', '.join(ENGINES)}) "
             "or remove it from OTEL_PYTHON_DISABLED_INSTRUMENTATIONS."
         )
@@ -146,7 +149,7 @@ def _engine_state(diagnosis: Diagnosis, engine: str, target: str) -> tuple[str, 
     instrumentor = getattr(importlib.import_module(module_name), class_name)()
     conflict = get_dependency_conflicts(instrumentor.instrumentation_dependencies())
     if conflict is not None:
-        diagnosis.fixes.append(str(conflict))
+        diagnosis.problems.append(str(conflict))
         return f"{installed} (unsupported version)", False
     if instrumentation_disabled(engine):
         return f"{installed} (disabled)", False
@@ -154,6 +157,9 @@ def _engine_state(diagnosis: Diagnosis, engine: str, target: str) -> tuple[str, 
 
 
 def _check_local_store(diagnosis: Diagnosis, settings: Settings) -> None:
+    """The local files, when something is written there (no endpoint set)."""
+    if LOCAL_FILE_EXPORTER not in exporter_names("traces") + exporter_names("logs"):
+        return
     for label, path in (
         ("local trace file", settings.trace_file),
         ("local log file", log_file_for(settings.trace_file)),
@@ -161,7 +167,7 @@ def _check_local_store(diagnosis: Diagnosis, settings: Settings) -> None:
         state = f"{path.stat().st_size:,} bytes" if path.is_file() else "not created yet"
         diagnosis.add(label, f"{path.absolute()} ({state})")
     if not _writable(settings.trace_file):
-        diagnosis.fixes.append(
+        diagnosis.problems.append(
             f"{settings.trace_file.absolute()} cannot be written: point "
             f"{Settings.env_name('trace_file')} at a writable place."
         )
@@ -180,7 +186,7 @@ def _check_distro(diagnosis: Diagnosis) -> None:
     chosen = os.environ.get(OTEL_PYTHON_DISTRO, "")
     diagnosis.add("distro", f"reasonflow-otel {__version__} (installed: {', '.join(distros)})")
     if len(distros) > 1 and chosen != "reasonflow":
-        diagnosis.fixes.append(
+        diagnosis.problems.append(
             f"Several distros are installed ({', '.join(distros)}): set "
             f"{OTEL_PYTHON_DISTRO}=reasonflow so opentelemetry-instrument uses this one."
         )
@@ -197,7 +203,7 @@ class _Collect(logging.Handler):
 
 @contextlib.contextmanager
 def _warnings_of(logger_name: str) -> Iterator[list[str]]:
-    """The warnings a logger (and its children) emit while the block runs, as fixes."""
+    """The warnings a logger (and its children) emit while the block runs, as problems."""
     handler = _Collect()
     logger = logging.getLogger(logger_name)
     logger.addHandler(handler)
@@ -211,8 +217,14 @@ def render_diagnosis(diagnosis: Diagnosis) -> Iterator[str]:
     width = max(len(label) for label, _ in diagnosis.facts)
     yield from (f"{label.ljust(width)}  {value}" for label, value in diagnosis.facts)
     yield ""
-    if not diagnosis.fixes:
+    if diagnosis.advice:
+        yield "Advice:"
+        yield from (f"  - {advice}" for advice in diagnosis.advice)
+        yield ""
+    if not diagnosis.problems:
         yield "Nothing to fix."
         return
     yield "What to fix:"
-    yield from (f"  {number}. {fix}" for number, fix in enumerate(diagnosis.fixes, start=1))
+    yield from (
+        f"  {number}. {problem}" for number, problem in enumerate(diagnosis.problems, start=1)
+    )

@@ -28,6 +28,7 @@ class TraceSummary:
         "first_start",
         "flows",
         "root",
+        "service",
         "spans",
         "trace_id",
     )
@@ -39,6 +40,7 @@ class TraceSummary:
         self.first_name = ""  # the earliest span's name, if no root is found
         self.end_ns = 0
         self.root: str | None = None
+        self.service = ""  # the root span's service.name, else the first one seen
         self.failed = False
         self.flows: tuple[str, ...] = ()  # usually one or two: a tuple is the smallest
 
@@ -51,6 +53,9 @@ class TraceSummary:
         flow_name = span.flow_name
         if not span.parent_id:
             self.root = sys.intern(flow_name or span.name)
+            self.service = span.service or self.service
+        elif not self.service:
+            self.service = span.service
         if flow_name is not None and flow_name not in self.flows:
             self.flows += (sys.intern(flow_name),)
 
@@ -91,11 +96,12 @@ def select(
 
 
 def render_listing(traces: Sequence[TraceSummary]) -> list[str]:
-    rows = [["TIME", "TRACE ID", "ROOT", "STATUS", "DURATION", "SPANS"]]
+    rows = [["TIME", "TRACE ID", "SERVICE", "ROOT", "STATUS", "DURATION", "SPANS"]]
     rows += [
         [
-            datetime.fromtimestamp(trace.first_start / 1e9).strftime("%Y-%m-%d %H:%M:%S"),
+            local_time(trace.first_start),
             trace.trace_id,
+            trace.service or "-",
             trace.root_name,
             trace.status,
             format_duration(trace.duration),
@@ -104,3 +110,20 @@ def render_listing(traces: Sequence[TraceSummary]) -> list[str]:
         for trace in traces
     ]
     return format_table(rows, left_columns=len(rows[0]))
+
+
+def local_time(time_ns: int) -> str:
+    """Local time with its UTC offset, so times read the same from any machine."""
+    return datetime.fromtimestamp(time_ns / 1e9).astimezone().strftime("%Y-%m-%d %H:%M:%S %z")
+
+
+# The most trace ids an ambiguous prefix lists.
+AMBIGUOUS_SHOWN = 20
+
+
+def ambiguous(prefix: str, trace_ids: Sequence[str]) -> str:
+    """What to say when ``prefix`` matches several traces: all of them, or how many more."""
+    shown = ", ".join(trace_ids[:AMBIGUOUS_SHOWN])
+    more = len(trace_ids) - AMBIGUOUS_SHOWN
+    rest = f" and {more} more" if more > 0 else ""
+    return f"{prefix} matches {len(trace_ids)} traces: {shown}{rest}; give more digits"

@@ -1,9 +1,11 @@
-"""The local store: streaming readers for OTLP JSON lines files.
+"""The local store: OTLP JSON lines files, written lazily and read as streams.
 
 With no OTLP endpoint, spans are written by the upstream ``opentelemetry-exporter-otlp-json-file``
 exporter: each line is one ``ExportTraceServiceRequest`` in OTLP/JSON (ids as hex, 64-bit
 integers as strings), the format the Collector's ``otlpjsonfile`` receiver reads. The format
-allows one signal per file, so logs go to a sibling file (:func:`log_file_for`).
+allows one signal per file, so logs go to a sibling file (:func:`log_file_for`). A file is
+created with its first record (:class:`FileOnFirstExport`): a run that records nothing leaves
+nothing behind, and the directory the store creates ignores itself in git.
 
 Readers hold one line at a time, so memory stays flat however large the file is. A line that
 cannot be read (cut short, corrupt, another tool's data) is skipped: the first one is reported
@@ -15,10 +17,13 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator, Mapping
+import threading
+from collections.abc import Callable, Container, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, TypeVar
+
+from opentelemetry.sdk.resources import SERVICE_NAME
 
 from reasonflow_otel import semconv
 
@@ -53,9 +58,12 @@ def prepare_for_append(path: Path) -> None:
     """Create the file's directory and end a line left cut short by a writer that was killed.
 
     Without the newline, the next run's first line would be glued to the broken one and be
-    lost with it.
+    lost with it. A directory created here gets a ``.gitignore`` of ``*``: captured
+    payloads must not be committed by accident with the project around it.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        (path.parent / ".gitignore").write_text("*\n", encoding="utf-8")
     if _ends_mid_line(path):
         with path.open("ab") as file:
             file.write(b"\n")
@@ -70,6 +78,31 @@ def _ends_mid_line(path: Path) -> bool:
             return file.read(1) != b"\n"
     except FileNotFoundError:
         return False
+
+
+class FileOnFirstExport:
+    """An upstream OTLP JSON file exporter (spans or logs), made when the first batch
+    arrives: it opens its file when it is made, and an empty file says nothing."""
+
+    def __init__(self, path: Path, make: Callable[[Path], Any]) -> None:
+        self._path = path
+        self._make = make
+        self._exporter: Any = None
+        self._lock = threading.Lock()
+
+    def export(self, batch: Any) -> Any:
+        with self._lock:
+            if self._exporter is None:
+                prepare_for_append(self._path)
+                self._exporter = self._make(self._path)
+        return self._exporter.export(batch)
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self._exporter is None or self._exporter.force_flush(timeout_millis)
+
+    def shutdown(self) -> None:
+        if self._exporter is not None:
+            self._exporter.shutdown()
 
 
 # --- Records ----------------------------------------------------------------------------------
@@ -95,6 +128,7 @@ class SpanRecord:
     status_message: str
     attributes: Mapping[str, Any]
     events: tuple[SpanEvent, ...] = ()
+    service: str = ""  # the resource's service.name
 
     @property
     def duration(self) -> float:
@@ -167,17 +201,26 @@ def _decoded_lines(
             if not line.strip():
                 continue
             try:
-                records = decode(_parse(line, signal))
+                records = decode_line(line, signal, decode)
             except UnreadableLine as problem:
                 skipped.add(number, str(problem))
-                continue
-            except (ValueError, KeyError, TypeError, AttributeError) as error:
-                skipped.add(number, f"has malformed {signal} data ({_describe(error)})")
                 continue
             yield from records
     finally:
         file.close()
         skipped.report_rest()
+
+
+def decode_line(
+    line: bytes, signal: Signal, decode: Callable[[dict[str, Any]], list[T]]
+) -> list[T]:
+    """The records of one line; :class:`UnreadableLine` says why the line cannot be used."""
+    try:
+        return decode(_parse(line, signal))
+    except UnreadableLine:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise UnreadableLine(f"has malformed {signal} data ({_describe(error)})") from None
 
 
 def _parse(line: bytes, signal: Signal) -> dict[str, Any]:
@@ -234,16 +277,26 @@ class _SkippedLines:
 # --- Decoding OTLP/JSON -------------------------------------------------------------------------
 
 
-def decode_spans(request: dict[str, Any]) -> list[SpanRecord]:
-    return [
-        _span(span)
-        for resource_spans in request["resourceSpans"]
-        for scope_spans in resource_spans.get("scopeSpans") or ()
-        for span in scope_spans.get("spans") or ()
-    ]
+def decode_spans(request: dict[str, Any], keep: Container[str] | None = None) -> list[SpanRecord]:
+    """The request's spans; with ``keep``, only those attribute keys are decoded (faster)."""
+    spans = []
+    for resource_spans in request["resourceSpans"]:
+        service = _service(resource_spans)
+        for scope_spans in resource_spans.get("scopeSpans") or ():
+            spans += (_span(span, service, keep) for span in scope_spans.get("spans") or ())
+    return spans
 
 
-def _span(span: dict[str, Any]) -> SpanRecord:
+def _service(resource_spans: dict[str, Any]) -> str:
+    """The ``service.name`` of a resource, or ``""``."""
+    resource = resource_spans.get("resource") or {}
+    for item in resource.get("attributes") or ():
+        if item.get("key") == SERVICE_NAME:
+            return str(decode_value(item.get("value") or {}))
+    return ""
+
+
+def _span(span: dict[str, Any], service: str, keep: Container[str] | None) -> SpanRecord:
     status = span.get("status") or {}
     return SpanRecord(
         trace_id=_hex_id(span["traceId"], 32, "trace id"),
@@ -254,11 +307,12 @@ def _span(span: dict[str, Any]) -> SpanRecord:
         end_ns=int(span["endTimeUnixNano"]),
         failed=status.get("code") in _STATUS_ERROR,
         status_message=str(status.get("message", "")),
-        attributes=decode_attributes(span.get("attributes")),
+        attributes=decode_attributes(span.get("attributes"), keep),
         events=tuple(
-            SpanEvent(str(event.get("name", "")), decode_attributes(event.get("attributes")))
+            SpanEvent(str(event.get("name", "")), decode_attributes(event.get("attributes"), keep))
             for event in span.get("events") or ()
         ),
+        service=service,
     )
 
 
@@ -294,9 +348,20 @@ def severity_name(number: int) -> str:
     return _SEVERITY_NAMES[index] if 0 <= index < len(_SEVERITY_NAMES) else "LOG"
 
 
-def decode_attributes(attributes: list[dict[str, Any]] | None) -> dict[str, Any]:
-    """OTLP/JSON ``[{"key": k, "value": {"stringValue": v}}, ...]`` as ``{k: v}``."""
-    return {item["key"]: decode_value(item.get("value") or {}) for item in attributes or ()}
+def decode_attributes(
+    attributes: list[dict[str, Any]] | None, keep: Container[str] | None = None
+) -> dict[str, Any]:
+    """OTLP/JSON ``[{"key": k, "value": {"stringValue": v}}, ...]`` as ``{k: v}``.
+
+    With ``keep``, other keys are left out.
+    """
+    if keep is None:
+        return {item["key"]: decode_value(item.get("value") or {}) for item in attributes or ()}
+    return {
+        item["key"]: decode_value(item.get("value") or {})
+        for item in attributes or ()
+        if item["key"] in keep
+    }
 
 
 def decode_value(value: dict[str, Any]) -> Any:

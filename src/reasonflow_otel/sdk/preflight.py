@@ -68,7 +68,8 @@ def _standard_variables() -> dict[str, tuple[Parse, str]]:
     """Variable -> (parser, the default the SDK then uses)."""
     variables: dict[str, tuple[Parse, str]] = {
         "OTEL_SDK_DISABLED": (parse_bool, "false"),
-        "OTEL_TRACES_SAMPLER": (parse_sampler, "parentbased_always_on"),
+        # reasonflow-otel's default sampler (ratio 1.0), not the SDK's parentbased_always_on.
+        "OTEL_TRACES_SAMPLER": (parse_sampler, "parentbased_traceidratio"),
         "OTEL_METRIC_EXPORT_INTERVAL": (parse_positive_number, "60000"),
         "OTEL_METRIC_EXPORT_TIMEOUT": (parse_positive_number, "30000"),
     }
@@ -91,26 +92,34 @@ def _standard_variables() -> dict[str, tuple[Parse, str]]:
     return variables
 
 
-def check_environment(environ: MutableMapping[str, str] | None = None) -> list[str]:
-    """Warn about and remove each malformed standard variable; returns their names."""
+def check_environment(
+    environ: MutableMapping[str, str] | None = None, repairs: list[str] | None = None
+) -> list[str]:
+    """Warn about and remove each malformed standard variable; returns their names.
+
+    Each warning is also added to ``repairs``, for ``reasonflow-otel doctor``.
+    """
     environ = os.environ if environ is None else environ
+    repairs = [] if repairs is None else repairs
     malformed = [
         name
         for name, (parse, default) in _standard_variables().items()
-        if not _valid(environ, name, parse, default)
+        if not _valid(environ, name, parse, default, repairs)
     ]
     if environ.get("OTEL_TRACES_SAMPLER", "").strip() in _RATIO_SAMPLERS and not _valid(
-        environ, "OTEL_TRACES_SAMPLER_ARG", parse_ratio, "1.0"
+        environ, "OTEL_TRACES_SAMPLER_ARG", parse_ratio, "1.0", repairs
     ):
         malformed.append("OTEL_TRACES_SAMPLER_ARG")
     for name in malformed:
         environ.pop(name, None)
     for processor in ("BSP", "BLRP"):
-        _fit_batch_to_queue(environ, processor)
+        _fit_batch_to_queue(environ, processor, repairs)
     return malformed
 
 
-def _valid(environ: MutableMapping[str, str], name: str, parse: Parse, default: str) -> bool:
+def _valid(
+    environ: MutableMapping[str, str], name: str, parse: Parse, default: str, repairs: list[str]
+) -> bool:
     """True when unset, empty or well-formed; otherwise warns once."""
     text = environ.get(name, "")
     if not text.strip():
@@ -118,14 +127,19 @@ def _valid(environ: MutableMapping[str, str], name: str, parse: Parse, default: 
     try:
         parse(text)
     except SettingError as error:
-        warn_once(
-            "reasonflow-otel: ignoring %s=%r (%s); using the default %s", name, text, error, default
-        )
+        _repair(repairs, "ignoring %s=%r (%s); using the default %s", name, text, error, default)
         return False
     return True
 
 
-def _fit_batch_to_queue(environ: MutableMapping[str, str], processor: str) -> None:
+def _repair(repairs: list[str], message: str, *args: Any) -> None:
+    repairs.append(message % args)
+    warn_once(f"reasonflow-otel: {message}", *args)
+
+
+def _fit_batch_to_queue(
+    environ: MutableMapping[str, str], processor: str, repairs: list[str]
+) -> None:
     """The SDK refuses a batch larger than the queue, and with it the whole provider
     (the default batch of 512 included): the batch is lowered to the queue size."""
     batch_variable = f"OTEL_{processor}_MAX_EXPORT_BATCH_SIZE"
@@ -133,8 +147,9 @@ def _fit_batch_to_queue(environ: MutableMapping[str, str], processor: str) -> No
     batch = int(environ.get(batch_variable, "").strip() or 512)
     queue = int(environ.get(queue_variable, "").strip() or 2048)
     if batch > queue:
-        warn_once(
-            "reasonflow-otel: %s=%d is above %s=%d, which the SDK refuses; using %d",
+        _repair(
+            repairs,
+            "%s=%d is above %s=%d, which the SDK refuses; using %d",
             batch_variable,
             batch,
             queue_variable,
@@ -144,4 +159,6 @@ def _fit_batch_to_queue(environ: MutableMapping[str, str], processor: str) -> No
         environ[batch_variable] = str(queue)
 
 
-check_environment()
+# What was repaired in this process's environment when reasonflow_otel was imported.
+REPAIRS: list[str] = []
+check_environment(repairs=REPAIRS)

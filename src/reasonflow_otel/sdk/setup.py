@@ -16,7 +16,6 @@ import logging
 import os
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from opentelemetry import _logs, metrics, trace
@@ -49,7 +48,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from reasonflow_otel.local.console import ConsoleLogProcessor, ConsoleTreeProcessor
-from reasonflow_otel.local.store import log_file_for, prepare_for_append
+from reasonflow_otel.local.store import FileOnFirstExport, log_file_for
 from reasonflow_otel.propagation import continue_trace_from_environment
 from reasonflow_otel.sdk.delivery import (
     CountingMetricExporter,
@@ -63,7 +62,7 @@ from reasonflow_otel.sdk.exit import ShutsDown, bound_exit_time, end_by_exit_dea
 from reasonflow_otel.sdk.process_metrics import start_process_metrics
 from reasonflow_otel.sdk.sampling import build_sampler
 from reasonflow_otel.sdk.views import build_views
-from reasonflow_otel.settings import Settings
+from reasonflow_otel.settings import Settings, instrumentation_disabled
 
 _logger = logging.getLogger(__name__)
 
@@ -240,7 +239,7 @@ def _exporters(
         try:
             [(_, exporter_class)] = _import_config_components([name], group)
             if name == LOCAL_FILE_EXPORTER and signal != "metrics":
-                exporters.append((name, exporter_class(_local_file(signal, settings))))
+                exporters.append((name, _local_file(signal, settings, exporter_class)))
                 continue
             exporters.append((name, reconnect_after_fork(exporter_class())))
         except Exception as error:
@@ -266,17 +265,24 @@ def _end_by_exit_deadline(signal: Signal, gate: ExportGate) -> None:
     end_by_exit_deadline(gate, endpoint)
 
 
-def _local_file(signal: Signal, settings: Settings) -> Path:
-    """Where the upstream OTLP JSON file exporter writes ``signal`` in the local store."""
+def _local_file(signal: Signal, settings: Settings, exporter_class: type) -> FileOnFirstExport:
+    """The upstream OTLP JSON file exporter for ``signal``, writing to the local store."""
     path = settings.trace_file if signal == "traces" else log_file_for(settings.trace_file)
-    prepare_for_append(path)
-    if signal == "traces":
+    if signal == "traces" and not _every_engine_disabled():
         print(
             f"reasonflow-otel: traces are written to {path.absolute()} "
             "(no backend needed; list them with `reasonflow-otel traces`)",
             file=sys.stderr,
         )
-    return path
+    return FileOnFirstExport(path, exporter_class)
+
+
+def _every_engine_disabled() -> bool:
+    """``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` names every engine (or ``*``): no workflow
+    will be traced, so there is nothing to announce."""
+    from reasonflow_otel import ENGINES  # the package imports this module first
+
+    return all(instrumentation_disabled(engine) for engine in ENGINES)
 
 
 def _is_proxy_meter_provider(provider: metrics.MeterProvider) -> bool:
