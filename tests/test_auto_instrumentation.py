@@ -169,5 +169,6 @@ def test_disabling_the_pocketflow_instrumentation_leaves_no_pocketflow_spans(
     )
 
     assert completed.stdout == plain_output
-    assert trace_file.exists(), "the SDK was not set up by the configurator"
-    assert read_spans(trace_file) == []
+    # Nothing was traced: no span, so no file (it is created with its first record).
+    assert not trace_file.exists()
+    assert "reasonflow-otel" not in completed.stderr

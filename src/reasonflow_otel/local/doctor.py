@@ -12,8 +12,6 @@ import contextlib
 import importlib
 import logging
 import os
-import socket
-import urllib.parse
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, entry_points, version
@@ -34,6 +32,7 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from reasonflow_otel import ENGINES, __version__
 from reasonflow_otel.local.store import log_file_for
 from reasonflow_otel.sdk import preflight
+from reasonflow_otel.sdk.exit import connection_error
 from reasonflow_otel.sdk.sampling import build_sampler
 from reasonflow_otel.sdk.setup import LOCAL_FILE_EXPORTER, Signal, exporter_names
 from reasonflow_otel.settings import Settings, instrumentation_disabled, load_settings
@@ -120,13 +119,8 @@ def otlp_endpoint(signal: Signal, exporter: str) -> str:
 
 def connection_problem(url: str) -> str | None:
     """Why a TCP connection to the URL's host and port fails, or None if it opens."""
-    parts = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        with socket.create_connection((parts.hostname or "localhost", port), CONNECT_TIMEOUT):
-            return None
-    except OSError as error:
-        return error.strerror or str(error)
+    error = connection_error(url, CONNECT_TIMEOUT)
+    return None if error is None else error.strerror or str(error)
 
 
 def _check_engines(diagnosis: Diagnosis) -> None:

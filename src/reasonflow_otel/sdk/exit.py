@@ -58,7 +58,9 @@ _SIGNAL_TIMEOUTS = (
     OTEL_EXPORTER_OTLP_LOGS_TIMEOUT,
 )
 # Connection errors that mean "nobody will answer there", unlike a timeout.
-_UNREACHABLE_ERRNOS = frozenset({errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH})
+_UNREACHABLE_ERRNOS = frozenset(
+    {errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EINVAL}
+)
 
 
 class ShutsDown(Protocol):
@@ -109,21 +111,29 @@ def _seconds(signal_timeout: str | None) -> float:
         return DEFAULT_EXPORT_TIMEOUT
 
 
-def refuses_connections(endpoint: str, timeout: float) -> bool:
-    """One connection attempt: True when it is refused, the host is unreachable or its
-    name does not resolve; False when it connects or merely takes too long."""
+def connection_error(endpoint: str, timeout: float) -> OSError | None:
+    """Why one TCP connection to the endpoint's host and port fails, or None if it opens.
+
+    ``endpoint`` is a URL, or host:port as gRPC takes it.
+    """
     address = urlsplit(endpoint if "://" in endpoint else f"//{endpoint}")
-    default_port = 443 if address.scheme == "https" else 80
     try:
-        port = address.port or default_port
+        port = address.port or (443 if address.scheme == "https" else 80)
         with socket.create_connection((address.hostname or "localhost", port), timeout):
-            return False
-    except socket.gaierror:
-        return True
+            return None
+    except ValueError as error:  # a port out of range
+        return OSError(errno.EINVAL, str(error))
     except OSError as error:
-        return error.errno in _UNREACHABLE_ERRNOS
-    except ValueError:  # a port out of range: the exporter cannot reach it either
-        return True
+        return error
+
+
+def refuses_connections(endpoint: str, timeout: float) -> bool:
+    """True when a connection is refused, the host is unreachable or its name does not
+    resolve: retrying will not help. False when it opens or merely takes too long."""
+    error = connection_error(endpoint, timeout)
+    return isinstance(error, socket.gaierror) or (
+        error is not None and error.errno in _UNREACHABLE_ERRNOS
+    )
 
 
 class _ExitWatchdog:
