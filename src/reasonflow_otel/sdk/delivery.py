@@ -137,7 +137,19 @@ class ExportGate:
             )
 
 
-class CountingSpanExporter(SpanExporter):
+class _Gated:
+    """What every counting exporter passes straight to the exporter behind its gate."""
+
+    gate: ExportGate
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self.gate.exporter.force_flush(timeout_millis)
+
+    def shutdown(self) -> None:
+        self.gate.shutdown()
+
+
+class CountingSpanExporter(_Gated, SpanExporter):
     """Wraps an exporter: its failures are reported once per kind, its spans counted."""
 
     def __init__(self, name: str, exporter: SpanExporter) -> None:
@@ -161,52 +173,8 @@ class CountingSpanExporter(SpanExporter):
             return SpanExportResult.SUCCESS
         return SpanExportResult.FAILURE
 
-    def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        return self.gate.exporter.force_flush(timeout_millis)
 
-    def shutdown(self) -> None:
-        self.gate.shutdown()
-
-
-class _CountsProduced:
-    """Counts items as they are produced, with ``next()`` on an ``itertools.count``: one
-    C call, atomic under the GIL, so no lock on the application's threads."""
-
-    def __init__(self) -> None:
-        self._produced = itertools.count()
-
-    def _count_one(self) -> None:
-        next(self._produced)
-
-    def _produced_so_far(self) -> int:
-        return next(self._produced)  # (this read adds one afterwards)
-
-
-class DeliveryReportingSpanProcessor(BatchSpanProcessor, _CountsProduced):
-    """The SDK's batch processor, reporting at shutdown every sampled span that never arrived.
-
-    A span is lost in a failed export or, while the backend is slow or down, at
-    the full queue (which the SDK only logs, at most every 20 s).
-    """
-
-    def __init__(self, name: str, exporter: SpanExporter, **options: Any) -> None:
-        self.exporter = CountingSpanExporter(name, exporter)
-        BatchSpanProcessor.__init__(self, self.exporter, **options)
-        _CountsProduced.__init__(self)
-
-    def on_end(self, span: ReadableSpan) -> None:
-        if span.context is not None and span.context.trace_flags.sampled:
-            self._count_one()
-        super().on_end(span)
-
-    def shutdown(self) -> None:
-        try:
-            super().shutdown()
-        finally:
-            self.exporter.gate.report(self._produced_so_far())
-
-
-class CountingLogExporter(LogRecordExporter):
+class CountingLogExporter(_Gated, LogRecordExporter):
     """Wraps a log record exporter: its failures are reported once per kind, records counted."""
 
     def __init__(self, name: str, exporter: LogRecordExporter) -> None:
@@ -219,30 +187,57 @@ class CountingLogExporter(LogRecordExporter):
             return LogRecordExportResult.SUCCESS
         return LogRecordExportResult.FAILURE
 
-    def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        return self.gate.exporter.force_flush(timeout_millis)
+
+class _ReportsLoss:
+    """A batch processor that counts what it is given and, at its shutdown, reports once
+    what never arrived. Items are counted with ``next()`` on an ``itertools.count``: one
+    C call, atomic under the GIL, so no lock on the application's threads."""
+
+    exporter: CountingSpanExporter | CountingLogExporter
+
+    def _start_counting(self) -> None:
+        self._produced = itertools.count()
+
+    def _count_one(self) -> None:
+        next(self._produced)
 
     def shutdown(self) -> None:
-        self.gate.shutdown()
+        try:
+            super().shutdown()  # type: ignore[misc]
+        finally:
+            # Items so far (this read adds one afterwards).
+            self.exporter.gate.report(next(self._produced))
 
 
-class DeliveryReportingLogProcessor(BatchLogRecordProcessor, _CountsProduced):
+class DeliveryReportingSpanProcessor(_ReportsLoss, BatchSpanProcessor):
+    """The SDK's batch processor, reporting at shutdown every sampled span that never arrived.
+
+    A span is lost in a failed export or, while the backend is slow or down, at
+    the full queue (which the SDK only logs, at most every 20 s).
+    """
+
+    def __init__(self, name: str, exporter: SpanExporter, **options: Any) -> None:
+        self.exporter = CountingSpanExporter(name, exporter)
+        BatchSpanProcessor.__init__(self, self.exporter, **options)
+        self._start_counting()
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if span.context is not None and span.context.trace_flags.sampled:
+            self._count_one()
+        super().on_end(span)
+
+
+class DeliveryReportingLogProcessor(_ReportsLoss, BatchLogRecordProcessor):
     """The SDK's batch log processor, reporting at shutdown every record that never arrived."""
 
     def __init__(self, name: str, exporter: LogRecordExporter) -> None:
         self.exporter = CountingLogExporter(name, exporter)
         BatchLogRecordProcessor.__init__(self, self.exporter)
-        _CountsProduced.__init__(self)
+        self._start_counting()
 
     def on_emit(self, log_record: Any) -> None:
         self._count_one()
         super().on_emit(log_record)
-
-    def shutdown(self) -> None:
-        try:
-            super().shutdown()
-        finally:
-            self.exporter.gate.report(self._produced_so_far())
 
 
 class CountingMetricExporter(MetricExporter):
