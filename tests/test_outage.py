@@ -25,6 +25,8 @@ from typing import Any
 import pytest
 from support.processes import REPOSITORY, clean_environment, run_program
 
+from reasonflow_otel.sdk.exit import refuses_connections
+
 OUTAGE_APP = REPOSITORY / "tests" / "apps" / "outage_app.py"
 EXPORT_TIMEOUT_SECONDS = 3
 # Generous bounds for a loaded machine: the exit takes about 0.3 s against a refusing
@@ -147,3 +149,12 @@ def test_a_signal_during_the_exit_wait_ends_it_at_once_and_quietly(
     assert "Traceback" not in stderr
     assert "Exception ignored" not in stderr
     assert ended_after < 5, f"{name} took {ended_after:.1f} s"
+
+
+def test_refused_and_unresolvable_endpoints_are_told_from_slow_ones(
+    refusing_endpoint: str, black_hole_endpoint: str
+) -> None:
+    """What lets the exit stop waiting at once: retrying cannot help these."""
+    assert refuses_connections(refusing_endpoint, 2) is True
+    assert refuses_connections("http://collector.invalid:4317", 2) is True  # DNS failure
+    assert refuses_connections(black_hole_endpoint.removeprefix("http://"), 2) is False
