@@ -96,7 +96,8 @@ class ExportGate:
             try:
                 arrived = export()
             except Exception as error:
-                report_internal_error(f"the {self.name} {self.kind} exporter", error)
+                if self._open:  # once closed, an export cut off midway may raise: expected
+                    report_internal_error(f"the {self.name} {self.kind} exporter", error)
         with self._lock:
             if arrived:
                 self.delivered += items
