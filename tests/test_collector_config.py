@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
+from support.config_blocks import uncommented_blocks
 from support.prometheus import (
     check_promql,
     dashboard_queries,
@@ -258,26 +259,6 @@ def pipelines_with(config: Mapping[str, Any], component_id: str) -> list[str]:
         for pipeline_id, pipeline in config["service"]["pipelines"].items()
         if any(component_id in (pipeline.get(role) or []) for role in pipeline)
     ]
-
-
-def uncommented_blocks(path: Path, first_line: str) -> list[dict[str, Any]]:
-    """The YAML of each commented-out block: a line ``# first_line`` and its indented lines."""
-    lines = path.read_text().splitlines()
-    blocks = []
-    for start, line in enumerate(lines):
-        if line.strip() != f"# {first_line}":
-            continue
-        prefix = line[: line.index("#")]
-        block = [line.replace("# ", "", 1)]
-        for following in lines[start + 1 :]:
-            if following.strip() == "#":
-                block.append("")
-            elif following.startswith(prefix + "#   "):
-                block.append(following.replace("# ", "", 1))
-            else:
-                break
-        blocks.append(yaml.safe_load("\n".join(block)))
-    return blocks
 
 
 # --- The checker itself ------------------------------------------------------------------------
