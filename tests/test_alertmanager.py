@@ -323,6 +323,33 @@ def test_text_links_to_the_flow_dashboard_and_to_traces_in_jaeger(tmp_path):
     )
 
 
+# --- Silences, as docs/alerts.md shows them ---------------------------------------------------
+
+
+def amtool_at(alertmanager: AlertmanagerClient, *args: str) -> str:
+    result = run_amtool(*args, f"--alertmanager.url={alertmanager.base_url}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout.strip()
+
+
+def test_amtool_silences_a_flow_and_expires_the_silence(tmp_path):
+    flow = ["job=shop", "gen_ai_workflow_name=OrderFlow"]
+    config = write_yaml(tmp_path / "alertmanager.yml", with_receivers({}))
+    with running_alertmanager(tmp_path / "alertmanager", config) as alertmanager:
+        amtool_at(alertmanager, "alert", "add", "alertname=ReasonflowFlowErrorRatioHigh", *flow)
+        silence = amtool_at(
+            alertmanager, "silence", "add", "--duration=2h", "--comment=maintenance", *flow
+        )
+        assert amtool_at(alertmanager, "silence", "query", "--quiet") == silence
+
+        def silenced_by() -> list[list[str]]:
+            return [a["status"]["silencedBy"] for a in alertmanager.alerts()]
+
+        assert wait_for("the alert to be silenced", lambda: silenced_by() == [[silence]])
+        amtool_at(alertmanager, "silence", "expire", silence)
+        assert wait_for("the silence to end", lambda: silenced_by() == [[]])
+
+
 # --- Compose and Grafana -----------------------------------------------------------------------
 
 
