@@ -6,7 +6,7 @@ alert reaches; ``amtool template render`` renders the notification text. The end
 runs the real chain on loopback: tests/apps/metrics_app.py (OrderFlow's CheckStock node fails a
 quarter of its runs) -> a real Prometheus with the shipped rules (test copy: ``for: 0s``) -> a
 real Alertmanager (test copy: webhook and Slack receivers on, pointed at an HTTP server of the
-test, ``group_wait: 2s``) -> the delivered notifications.
+test, ``group_wait: 5s``) -> the delivered notifications.
 """
 
 from __future__ import annotations
@@ -439,7 +439,9 @@ def chain_config(work_dir: Path, sink: NotificationSink) -> Path:
     webhook["url"] = sink.url("/webhook")
     webhook["http_config"]["authorization"]["credentials_file"] = str(work_dir / "webhook_token")
     config = with_receivers({"slack": [slack], "webhook": [webhook]})
-    config["route"].update(group_wait="2s", group_interval="2s", repeat_interval="1h")
+    # group_wait leaves a few scrapes and evaluations for the flow alert to join its node alerts
+    # (series appear one scrape apart) before the first notification.
+    config["route"].update(group_wait="5s", group_interval="5s", repeat_interval="1h")
     return write_yaml(work_dir / "alertmanager.yml", config)
 
 
