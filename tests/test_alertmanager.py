@@ -265,6 +265,7 @@ SLOW_NODE_ALERT = {
 
 
 def render(tmp_path: Path, template: str, alerts: list[dict[str, Any]]) -> str:
+    """``template`` rendered by amtool on the data Alertmanager would give one OrderFlow group."""
     common = {
         k: v for k, v in alerts[0]["labels"].items() if all(a["labels"].get(k) == v for a in alerts)
     }
