@@ -74,14 +74,18 @@ class NodeInfo:
             attributes[semconv.GEN_AI_OPERATION_NAME] = semconv.OPERATION_INVOKE_WORKFLOW
             attributes[semconv.GEN_AI_WORKFLOW_NAME] = self.name
         span_name = semconv.flow_span_name(self.name) if self.is_flow else self.name
-        if not self.is_flow and semconv.gen_ai_latest_experimental():
-            attributes[semconv.GEN_AI_OPERATION_NAME] = semconv.OPERATION_INVOKE_NODE
-            attributes[semconv.GEN_AI_NODE_NAME] = self.name
-            span_name = semconv.node_span_name(self.name)
         flow_metric_attributes = {
             semconv.ENGINE: self.engine,
             semconv.GEN_AI_WORKFLOW_NAME: self.name,
         }
+        if semconv.gen_ai_latest_experimental():  # the convention's names as well
+            flow_metric_attributes[semconv.GEN_AI_OPERATION_NAME] = (
+                semconv.OPERATION_INVOKE_WORKFLOW
+            )
+            if not self.is_flow:
+                attributes[semconv.GEN_AI_OPERATION_NAME] = semconv.OPERATION_INVOKE_NODE
+                attributes[semconv.GEN_AI_NODE_NAME] = self.name
+                span_name = semconv.node_span_name(self.name)
         if self.category:
             attributes[semconv.CATEGORY] = self.category
             flow_metric_attributes[semconv.CATEGORY] = self.category
