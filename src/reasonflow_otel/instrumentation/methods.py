@@ -8,7 +8,8 @@ Each comma-separated entry is ``module:qualified.name``, optionally followed by
 A module already imported is wrapped at once; any other is wrapped right after
 its first import, by a finder this instrumentor puts on ``sys.meta_path`` (the
 import hook contrib instrumentations use, removed again by ``uninstrument()``).
-An entry that does not resolve gets one warning naming it and is skipped.
+An entry that does not resolve gets one warning naming it and is skipped: when
+its module is imported, or at exit when that module never was.
 ``uninstrument()`` puts every original back, the very same object.
 
 The instrumentor also activates the ``@workflow``/``@node``/``step`` decorators.
@@ -17,7 +18,7 @@ With the variable unset it wraps nothing and hooks no import.
 
 from __future__ import annotations
 
-import importlib.util
+import atexit
 import inspect
 import sys
 import threading
@@ -66,13 +67,14 @@ class _Patch:
 class MethodsInstrumentor(EngineInstrumentor):
     """Traces the callables ``REASONFLOW_OTEL_TRACE_METHODS`` names; powers the decorators."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._patches: list[_Patch] = []
-        self._pending: dict[str, list[Entry]] = {}
-        self._watcher: _ImportWatcher | None = None
-        self._recorder: Recorder | None = None
-        self._entries: list[Entry] = []
+    # BaseInstrumentor makes one instance per class and every ``MethodsInstrumentor()``
+    # call runs __init__ again on it: the state is set up in _instrument instead.
+    _lock = threading.Lock()
+    _patches: list[_Patch]
+    _pending: dict[str, list[Entry]]
+    _watcher: _ImportWatcher | None = None
+    _recorder: Recorder | None = None
+    _entries: list[Entry]
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return ()
@@ -80,6 +82,7 @@ class MethodsInstrumentor(EngineInstrumentor):
     def _instrument(self, **kwargs: Any) -> None:
         kwargs["settings"] = kwargs.get("settings") or load_settings()
         self._entries = parse_entries(kwargs["settings"])
+        self._patches, self._pending = [], {}
         super()._instrument(**kwargs)
 
     def _wrap(self, recorder: Recorder) -> None:
@@ -89,18 +92,19 @@ class MethodsInstrumentor(EngineInstrumentor):
             module = sys.modules.get(entry.module)
             if module is not None:
                 self._wrap_entry(entry, module)
-            elif _module_exists(entry.module):
+            else:  # not imported yet (at startup, not even findable: no script dir on sys.path)
                 self._pending.setdefault(entry.module, []).append(entry)
-            else:
-                _warn(entry, f"no module named {entry.module!r}")
         if self._pending:
             self._watcher = _ImportWatcher(set(self._pending), self._module_imported)
             sys.meta_path.insert(0, self._watcher)
+            atexit.register(self._warn_never_imported)
 
     def _unwrap(self) -> None:
         if self._watcher is not None:
             sys.meta_path.remove(self._watcher)
             self._watcher = None
+            atexit.unregister(self._warn_never_imported)
+            self._warn_never_imported()
         with self._lock:
             self._pending.clear()
             patches, self._patches = self._patches, []
@@ -109,6 +113,13 @@ class MethodsInstrumentor(EngineInstrumentor):
         if callables.active_recorder() is self._recorder:
             callables.activate(None)
         self._recorder = None
+
+    def _warn_never_imported(self) -> None:
+        """At exit or uninstrument: entries whose module never came (a typo, most often)."""
+        with self._lock:
+            pending = [entry for entries in self._pending.values() for entry in entries]
+        for entry in pending:
+            _warn(entry, f"module {entry.module!r} was never imported")
 
     def _module_imported(self, module: ModuleType) -> None:
         """Runs inside the application's import: it must never fail that import."""
@@ -168,11 +179,6 @@ def parse_entry(text: str) -> Entry | None:
         _warn_text(text, "expected module:qualified.name")
         return None
     return Entry(text, module, path, ROLES[role])
-
-
-def _module_exists(name: str) -> bool:
-    """Whether the top-level package can be found (nothing is imported to tell)."""
-    return importlib.util.find_spec(name.partition(".")[0]) is not None
 
 
 def _warn(entry: Entry, reason: str) -> None:
