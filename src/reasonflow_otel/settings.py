@@ -269,7 +269,7 @@ class Settings:
         0.1, parse_ratio, "The share of traces the ratio rule keeps, chosen by trace id."
     )
     keep_buffer_spans: int = _setting(
-        10_000, parse_positive_int, "Most spans held while their trace awaits its decision."
+        5_000, parse_positive_int, "Most spans held while their trace awaits its decision."
     )
 
     @classmethod

@@ -50,7 +50,7 @@ class TailSamplingSpanProcessor(SpanProcessor):
         *,
         slow_seconds: float = 1.0,
         ratio: float = 0.0,
-        max_spans: int = 10_000,
+        max_spans: int = 5_000,
     ) -> None:
         self._processors = tuple(processors)
         self._keep_errors = "errors" in rules
