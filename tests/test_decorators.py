@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -11,7 +12,9 @@ import pytest
 from conftest import Telemetry
 from opentelemetry.trace import StatusCode
 from support.any_engine import methods_instrumented
+from support.processes import REPOSITORY, run_program
 from support.spans import MEASURED_ATTRIBUTES, events, outline, stable_attributes
+from test_auto_instrumentation import attributes, read_spans
 
 import reasonflow_otel
 from reasonflow_otel import semconv
@@ -351,3 +354,41 @@ def test_decorators_make_the_same_spans_and_metric_points_as_the_pocketflow_adap
             1,
         )
     ]
+
+
+FEATURE_TRACKING = REPOSITORY / "examples" / "feature_tracking.py"
+FEATURE_TRACKING_OUTPUT = """\
+Q: how do I get a refund?
+A: Refunds are paid back to the card within 5 days.
+Q: where is my invoice?
+A: Invoices are under Billing > Documents.
+Q: reset my password
+A: (refused: questions about passwords go to the security desk)
+"""
+
+
+def test_the_feature_tracking_example_reports_features_by_category(tmp_path):
+    trace_file = tmp_path / "traces.jsonl"
+
+    completed = run_program(
+        [sys.executable, str(FEATURE_TRACKING)],
+        tmp_path,
+        REASONFLOW_OTEL_TRACE_FILE=str(trace_file),
+    )
+
+    assert completed.stdout == FEATURE_TRACKING_OUTPUT
+    spans = read_spans(trace_file)
+    categories = {span["name"]: attributes(span).get(semconv.CATEGORY) for span in spans}
+    assert categories == {
+        "invoke_workflow answer_question": None,
+        "search_documents": "retrieval",
+        "answer_with_retry": "ai_provider",
+        "call_model": "ai_provider",
+        "render_answer": "ui",
+    }
+    retried = [
+        attributes(span)
+        for span in spans
+        if span["name"] == "answer_with_retry" and semconv.NODE_ATTEMPTS in attributes(span)
+    ]
+    assert [(a[semconv.NODE_ATTEMPTS], a.get(semconv.ERROR_TYPE)) for a in retried] == [("2", None)]
