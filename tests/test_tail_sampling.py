@@ -200,7 +200,7 @@ def test_the_buffer_is_bounded_drops_the_oldest_held_spans_and_counts_them(track
 def test_held_memory_stays_within_the_bound(tracked):
     """The bound in spans is a bound in bytes: ~3 KB per held node span (docs/any-engine.md)."""
     bound = 300
-    _, policy = tracked(keep_traces="errors", keep_buffer_spans=str(bound))
+    telemetry, policy = tracked(keep_traces="errors", keep_buffer_spans=str(bound))
     growth: dict[str, int] = {}
 
     @reasonflow_otel.workflow
@@ -221,6 +221,7 @@ def test_held_memory_stays_within_the_bound(tracked):
     assert policy.held_spans < bound
     assert full < bound * 10_000  # generous: measured ~3 KB per span
     assert growth[str(10 * bound)] < 2 * full
+    telemetry.tracer_provider.shutdown()  # logs the drop count now, not at exit
 
 
 def test_the_sdk_setup_puts_the_policy_in_front_of_the_exporters(monkeypatch):
