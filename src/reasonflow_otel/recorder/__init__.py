@@ -16,7 +16,8 @@ run here. Everything in ``__all__`` is public and kept stable; see
   ``capture``/``capture_shared`` (opt-in payloads, see ``captured_phases``).
   None of them raises: a failure is logged once and the workflow carries on.
 - :class:`Run` is one run in progress (``info``, ``owner``, ``parent``,
-  ``attempts``, ``batch_size``); :func:`current_run` is the innermost one.
+  ``attempts``, ``next_item_index``, ``batch_size``); :func:`current_run` is the
+  innermost one.
 - :class:`FlowGraph` and :class:`GraphNode` describe a flow's static graph.
 - :func:`traced_generator` and :func:`traced_async_generator` make a run started
   with ``attach=False`` cover a generator's whole iteration.
