@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
 from typing import Any
 
 import pocketflow
@@ -167,6 +168,53 @@ def test_every_kind_of_callable_keeps_its_behaviour(traced):
     assert kinds["invoke_workflow restock"] == "async"
     assert kinds["pages"] == "generator"
     assert kinds["stream"] == "async_generator"
+
+
+@reasonflow_otel.node
+def echo() -> Generator[int, int | None, str]:
+    received = yield 0
+    while received is not None:
+        received = yield received * 10
+    return "done"
+
+
+@reasonflow_otel.node
+async def echo_async() -> AsyncGenerator[int, int]:
+    received = yield 0
+    while True:
+        try:
+            received = yield received * 10
+        except KeyError:
+            received = -1
+
+
+def test_generators_keep_send_throw_and_close_and_one_never_started_makes_no_run(traced):
+    telemetry = traced()
+    never_started = pages(3)
+    del never_started
+    gc.collect()
+
+    generator = echo()
+    assert (next(generator), generator.send(2)) == (0, 20)
+    with pytest.raises(StopIteration) as stop:
+        generator.send(None)
+    assert stop.value.value == "done"
+
+    async def drive() -> list[int]:
+        stream = echo_async()
+        received = [await stream.asend(None), await stream.asend(3)]
+        received.append(await stream.athrow(KeyError("k")))
+        await stream.aclose()
+        return received
+
+    assert asyncio.run(drive()) == [0, 30, -10]
+
+    assert [span.name for span in telemetry.spans()] == ["echo", "echo_async"]
+    active = telemetry.metric_points(semconv.METRIC_NODE_ACTIVE)
+    assert {point.attributes[semconv.NODE_NAME]: point.value for point in active} == {
+        "echo": 0,
+        "echo_async": 0,
+    }
 
 
 def test_an_exception_passes_through_as_the_same_object_with_error_status(traced):

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable, Generator
 from typing import Any
 
+from opentelemetry import context
+from opentelemetry.context import Context
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from wrapt import FunctionWrapper
 
@@ -153,20 +155,61 @@ def _coroutine(info: NodeInfo) -> Handler:
     return run_coroutine
 
 
-def _iteration(info: NodeInfo, iterate: Callable[[Recorder, Run, Any], Any]) -> Handler:
-    """Generators: the run starts with the call and ends with the iteration."""
+def _iteration(info: NodeInfo, lazily: Callable[..., Any]) -> Handler:
+    """Generators: the run starts at the first step, under the context of the call, and
+    ends with the iteration; a generator that never starts makes no run to leave open."""
 
     def run_iteration(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
         generator = wrapped(*args, **kwargs)
-        started = start(info, instance, attach=False)
-        return generator if started is None else iterate(*started, generator)
+        if _recorder is None:
+            return generator
+        return lazily(info, instance, context.get_current(), generator)
 
     return run_iteration
+
+
+def _start_in(parent: Context, info: NodeInfo, instance: Any) -> tuple[Recorder, Run] | None:
+    token = context.attach(parent)
+    try:
+        return start(info, instance, attach=False)
+    finally:
+        context.detach(token)
+
+
+def _generator(
+    info: NodeInfo, instance: Any, parent: Context, generator: Generator[Any, Any, Any]
+) -> Generator[Any, Any, Any]:
+    started = _start_in(parent, info, instance)
+    if started is None:
+        return (yield from generator)
+    return (yield from traced_generator(*started, generator))
+
+
+async def _async_generator(
+    info: NodeInfo, instance: Any, parent: Context, generator: AsyncGenerator[Any, Any]
+) -> AsyncGenerator[Any, Any]:
+    """``yield from`` for async generators: items, ``asend``, ``athrow`` and ``aclose``."""
+    started = _start_in(parent, info, instance)
+    inner = generator if started is None else traced_async_generator(*started, generator)
+    step: Callable[[Any], Any] = inner.asend
+    value: Any = None
+    while True:
+        try:
+            item = await step(value)
+        except StopAsyncIteration:
+            return
+        try:
+            value, step = (yield item), inner.asend
+        except GeneratorExit:
+            await inner.aclose()
+            raise
+        except BaseException as thrown:
+            value, step = thrown, inner.athrow
 
 
 _HANDLERS: dict[str, Callable[[NodeInfo], Handler]] = {
     "function": _function,
     "async": _coroutine,
-    "generator": functools.partial(_iteration, iterate=traced_generator),
-    "async_generator": functools.partial(_iteration, iterate=traced_async_generator),
+    "generator": functools.partial(_iteration, lazily=_generator),
+    "async_generator": functools.partial(_iteration, lazily=_async_generator),
 }
