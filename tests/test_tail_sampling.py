@@ -236,3 +236,29 @@ def test_the_sdk_setup_puts_the_policy_in_front_of_the_exporters(monkeypatch):
 
     assert processors() == ["DeliveryReportingSpanProcessor"]
     assert processors(keep_traces="errors") == ["TailSamplingSpanProcessor"]
+
+
+def test_a_span_ending_after_its_local_root_follows_the_decision(tracked):
+    telemetry, policy = tracked(keep_traces="errors")
+    tracer = telemetry.tracer_provider.get_tracer("test")
+
+    for name, status in (("failed", trace.StatusCode.ERROR), ("fine", trace.StatusCode.UNSET)):
+        root = tracer.start_span(name)
+        late = tracer.start_span(f"{name} late child", trace.set_span_in_context(root))
+        root.set_status(status)
+        root.end()
+        late.end()  # e.g. a thread the root did not wait for
+
+    assert traces(telemetry) == {"failed": ["failed", "failed late child"]}
+    assert policy.held_spans == 0
+
+
+@pytest.mark.parametrize("value", ["all,errors", "none", ""])
+def test_a_malformed_policy_keeps_every_trace_with_a_warning(value, caplog):
+    with caplog.at_level(logging.WARNING, logger="reasonflow_otel"):
+        settings = load_settings(environ={"REASONFLOW_OTEL_KEEP_TRACES": value})
+
+    assert settings.keep_traces == ("all",)
+    assert apply_tracking_policy([], settings) == []
+    [warning] = [record.getMessage() for record in caplog.records]
+    assert warning.startswith(f"reasonflow-otel: ignoring REASONFLOW_OTEL_KEEP_TRACES={value!r}")
