@@ -47,13 +47,18 @@ _CAPTURE_ATTRIBUTES = {
 
 @dataclass(frozen=True)
 class NodeInfo:
-    """What an engine runs, computed once per node class and name."""
+    """What an engine runs, computed once per node class and name.
+
+    ``category`` is an optional, low-cardinality grouping chosen by the user
+    (e.g. ``ai_provider``): it goes on the span and on every metric point.
+    """
 
     engine: str
     name: str
     class_name: str
     kind: str
     is_flow: bool
+    category: str | None = None
     span_name: str = field(init=False)
     attributes: Mapping[str, Any] = field(init=False)
     flow_metric_attributes: Mapping[str, Any] = field(init=False)
@@ -73,6 +78,17 @@ class NodeInfo:
             semconv.ENGINE: self.engine,
             semconv.GEN_AI_WORKFLOW_NAME: self.name,
         }
+        if semconv.gen_ai_latest_experimental():  # the convention's names as well
+            flow_metric_attributes[semconv.GEN_AI_OPERATION_NAME] = (
+                semconv.OPERATION_INVOKE_WORKFLOW
+            )
+            if not self.is_flow:
+                attributes[semconv.GEN_AI_OPERATION_NAME] = semconv.OPERATION_INVOKE_NODE
+                attributes[semconv.GEN_AI_NODE_NAME] = self.name
+                span_name = semconv.node_span_name(self.name)
+        if self.category:
+            attributes[semconv.CATEGORY] = self.category
+            flow_metric_attributes[semconv.CATEGORY] = self.category
         object.__setattr__(self, "span_name", span_name)
         object.__setattr__(self, "attributes", attributes)
         object.__setattr__(self, "flow_metric_attributes", flow_metric_attributes)
@@ -128,6 +144,7 @@ class Run:
     __slots__ = (
         "attempts",
         "batch_size",
+        "context",
         "end_attributes",
         "exec_ended",
         "exec_started",
@@ -159,6 +176,7 @@ class Run:
         self.flow_name = flow_name
         self.span: trace.Span = trace.INVALID_SPAN
         self.token: object | None = None
+        self.context: context.Context | None = None
         self.node_ids: dict[Hashable, str] | None = None
         self.metric_attributes: Mapping[str, Any] | None = None
         self.in_flight: InFlight | None = None
@@ -239,8 +257,14 @@ class Recorder:
         node_key: Hashable = None,
         start_attributes: Mapping[str, Any] | None = None,
         graph: Callable[[], FlowGraph] | None = None,
+        attach: bool = True,
     ) -> Run | None:
-        """Open a span for a flow or node run and make it current."""
+        """Open a span for a flow or node run and make it current.
+
+        With ``attach=False`` the run's context is kept in ``run.context`` and not
+        made current: for runs that span a generator's iteration (see
+        ``reasonflow_otel.recorder.iteration``) or continue in another thread.
+        """
         run: Run | None = None
         try:
             parent_context = context.get_current()
@@ -259,7 +283,7 @@ class Recorder:
                 node_id = parent.node_ids.get(node_key)
                 if node_id is not None:
                     attributes[semconv.NODE_ID] = node_id
-            self._open(run, parent_context, attributes)
+            self._open(run, parent_context, attributes, attach=attach)
             if graph is not None and run.span.is_recording():
                 self._describe_graph(run, graph)
             if run.is_node:
@@ -309,6 +333,8 @@ class Recorder:
         parent_context: context.Context,
         attributes: dict[str, Any],
         span_name: str | None = None,
+        *,
+        attach: bool = True,
     ) -> None:
         if self._drops_unsampled_children and _in_unsampled_local_span(parent_context):
             # The sampler would drop the span: none is made, the parent's stays current.
@@ -323,7 +349,9 @@ class Recorder:
             run_context = context.set_value(
                 _RUN_KEY, run, trace.set_span_in_context(run.span, parent_context)
             )
-        run.token = context.attach(run_context)
+        run.context = run_context
+        if attach:
+            run.token = context.attach(run_context)
         run.started = time.perf_counter()
 
     def _describe_graph(self, run: Run, graph: Callable[[], FlowGraph]) -> None:
@@ -393,6 +421,15 @@ class Recorder:
                     semconv.EXCEPTION_MESSAGE: safe_str(error),
                 },
             )
+
+    def set_attributes(self, run: Run, attributes: Mapping[str, Any]) -> None:
+        """Attributes the running code adds to its own span (span only, never metrics)."""
+        if not run.span.is_recording():
+            return
+        try:
+            run.span.set_attributes(attributes)
+        except Exception as internal:
+            report_internal_error("setting span attributes", internal)
 
     def attempts_used(self, run: Run, attempts: int) -> None:
         """The exec phase stopped retrying after this many attempts."""
@@ -530,6 +567,8 @@ def _node_metric_attributes(info: NodeInfo, parent: Run | None) -> dict[str, Any
     attributes = {semconv.ENGINE: info.engine, semconv.NODE_NAME: info.name}
     if parent is not None and parent.flow_name is not None:
         attributes[semconv.GEN_AI_WORKFLOW_NAME] = parent.flow_name
+    if info.category:
+        attributes[semconv.CATEGORY] = info.category
     return attributes
 
 
