@@ -171,4 +171,3 @@ def test_disabling_the_pocketflow_instrumentation_leaves_no_pocketflow_spans(
     assert completed.stdout == plain_output
     # Nothing was traced: no span, so no file (it is created with its first record).
     assert not trace_file.exists()
-    assert "reasonflow-otel" not in completed.stderr
