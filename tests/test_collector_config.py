@@ -454,6 +454,27 @@ def test_scaled_gateways_keep_their_sampling_ratio():
     assert decision_wait == "60s"
 
 
+def compose_defaults(compose: Path, service: str) -> dict[str, str]:
+    """The values compose passes a service when the shell sets none (``${VAR:-default}``)."""
+    environment = yaml.safe_load(compose.read_text())["services"][service]["environment"]
+    defaults = {}
+    for name, value in environment.items():
+        match = re.fullmatch(r"\$\{\w+:-(.*)\}", str(value))
+        if match:
+            defaults[name] = match.group(1)
+    return defaults
+
+
+@pytest.mark.parametrize(
+    ("compose", "service", "config"),
+    [(COMPOSE, "otel-collector", SINGLE), (SCALED_COMPOSE, "otel-gateway", GATEWAY)],
+    ids=["single", "scaled"],
+)
+def test_compose_runs_each_collector_with_the_configs_own_sampling(compose, service, config):
+    """Compose sets the variables, so its defaults are the ones that count."""
+    assert tail_sampling(config, compose_defaults(compose, service)) == tail_sampling(config, {})
+
+
 @pytest.mark.parametrize("path", [SINGLE, GATEWAY], ids=lambda p: p.name)
 def test_production_sampling_settings_are_documented_with_each_config(path):
     header = path.read_text()
