@@ -397,14 +397,29 @@ class Recorder:
         """One point on ``counter`` (by the error raised) and, when recording, a span event."""
         counter.add(1, _with_error(run.metric_attributes, _error_type(error)))
         if run.span.is_recording():
-            run.span.add_event(
-                event,
-                {
-                    semconv.ATTEMPT: attempt,
-                    semconv.ERROR_TYPE: type(error).__qualname__,
-                    semconv.EXCEPTION_MESSAGE: safe_str(error),
-                },
-            )
+            run.span.add_event(event, _attempt_event(attempt, error))
+
+    def fallback_failed(self, run: Run, attempts: int, error: BaseException) -> None:
+        """The fallback raised another exception: the last attempt's ``error`` becomes an event."""
+        try:
+            run.attempts = attempts
+            if run.span.is_recording():
+                run.span.add_event(semconv.EVENT_FALLBACK_FAILED, _attempt_event(attempts, error))
+        except Exception as internal:
+            report_internal_error("recording a failed fallback", internal)
+
+    def routing_missed(self, run: Run, action: str, available: list[str]) -> None:
+        """The node returned an action with no successor while it has others: the flow ends."""
+        try:
+            run.end_attributes[semconv.NODE_ROUTING_MISS] = True
+            run.end_attributes[semconv.NODE_AVAILABLE_ACTIONS] = available
+            if run.span.is_recording():
+                run.span.add_event(
+                    semconv.EVENT_ROUTING_MISS,
+                    {semconv.NODE_ACTION: action, semconv.NODE_AVAILABLE_ACTIONS: available},
+                )
+        except Exception as internal:
+            report_internal_error("recording a routing miss", internal)
 
     def attempts_used(self, run: Run, attempts: int) -> None:
         """The exec phase stopped retrying after this many attempts."""
@@ -583,15 +598,43 @@ def _with_error(attributes: Mapping[str, Any], error_type: str | None) -> Mappin
     return attributes if error_type is None else {**attributes, semconv.ERROR_TYPE: error_type}
 
 
+def _attempt_event(attempt: int, error: BaseException) -> dict[str, Any]:
+    return {
+        semconv.ATTEMPT: attempt,
+        semconv.ERROR_TYPE: _class_name(error),
+        semconv.EXCEPTION_MESSAGE: safe_str(error),
+    }
+
+
+def _class_name(error: BaseException) -> str:
+    """The exception's class as the SDK's exception events name it (module-qualified)."""
+    cls = type(error)
+    return (
+        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    )
+
+
+def _is_stop(error: BaseException) -> bool:
+    """Cancelled or interrupted: the run was stopped, it did not fail."""
+    return isinstance(error, (CancelledError, KeyboardInterrupt))
+
+
+def _is_clean_exit(error: BaseException) -> bool:
+    """``sys.exit()``, ``sys.exit(0)``: a deliberate, successful exit is no failure."""
+    return isinstance(error, SystemExit) and error.code in (None, 0)
+
+
 def _error_type(error: BaseException | None) -> str | None:
-    if error is None or isinstance(error, CancelledError):
+    if error is None or _is_stop(error) or _is_clean_exit(error):
         return None
-    return type(error).__qualname__
+    return _class_name(error)
 
 
 def _mark_failed(span: trace.Span, error: BaseException, error_type: str | None) -> None:
-    if isinstance(error, CancelledError):
+    if _is_stop(error):
         span.set_attribute(semconv.CANCELLED, True)
+        return
+    if _is_clean_exit(error):
         return
     message = safe_str(error)
     try:
@@ -599,7 +642,7 @@ def _mark_failed(span: trace.Span, error: BaseException, error_type: str | None)
     except Exception:  # the SDK prints the exception, and its __str__ may raise
         span.add_event(
             semconv.EVENT_EXCEPTION,
-            {semconv.EXCEPTION_TYPE: type(error).__qualname__, semconv.EXCEPTION_MESSAGE: message},
+            {semconv.EXCEPTION_TYPE: _class_name(error), semconv.EXCEPTION_MESSAGE: message},
         )
     span.set_status(Status(StatusCode.ERROR, f"{error_type}: {message}"))
     span.set_attribute(semconv.ERROR_TYPE, error_type or "_OTHER")
