@@ -126,7 +126,10 @@ def test_instrumenting_twice_wraps_once(make_telemetry):
 
     pocketflow.Flow(start=Greet()).run({})
 
-    assert sorted(span.name for span in telemetry.spans()) == ["Greet", "invoke_workflow Flow(Greet)"]
+    assert sorted(span.name for span in telemetry.spans()) == [
+        "Greet",
+        "invoke_workflow Flow(Greet)",
+    ]
 
 
 def test_suppressed_instrumentation_records_nothing_and_changes_nothing(telemetry):

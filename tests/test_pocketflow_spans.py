@@ -181,9 +181,9 @@ def test_a_name_set_on_the_node_wins_over_the_class_name(telemetry):
     assert classify_span.attributes["reasonflow.node.class"] == "Classify"
     assert classify_span.attributes["reasonflow.node.successor"] == "answer"
     assert telemetry.span("answer").attributes["reasonflow.node.class"] == "Node"
-    graph = json.loads(telemetry.span("invoke_workflow Flow(classify-intent)").attributes[
-        "reasonflow.flow.graph"
-    ])
+    graph = json.loads(
+        telemetry.span("invoke_workflow Flow(classify-intent)").attributes["reasonflow.flow.graph"]
+    )
     assert [node["name"] for node in graph["nodes"]] == ["classify-intent", "answer"]
 
 
