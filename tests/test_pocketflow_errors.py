@@ -62,11 +62,9 @@ def billing_month(node: pocketflow.Node) -> Month:
 def assert_failed(span: Any, error: BaseException) -> None:
     """ERROR status with the message, error.type and one escaped exception event.
 
-    ``error.type`` names the class as the exception event does: module-qualified
-    unless it is a builtin.
+    ``error.type`` names the class as the exception event does.
     """
-    module, name = type(error).__module__, type(error).__qualname__
-    error_type = name if module == "builtins" else f"{module}.{name}"
+    error_type = type(error).__qualname__
     assert span.status.status_code is StatusCode.ERROR
     assert span.status.description == f"{error_type}: {error}"
     assert span.attributes["error.type"] == error_type

@@ -607,11 +607,8 @@ def _attempt_event(attempt: int, error: BaseException) -> dict[str, Any]:
 
 
 def _class_name(error: BaseException) -> str:
-    """The exception's class as the SDK's exception events name it (module-qualified)."""
-    cls = type(error)
-    return (
-        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
-    )
+    """How ``error.type`` and the exception event both name the exception's class."""
+    return type(error).__qualname__
 
 
 def _is_stop(error: BaseException) -> bool:
@@ -638,7 +635,10 @@ def _mark_failed(span: trace.Span, error: BaseException, error_type: str | None)
         return
     message = safe_str(error)
     try:
-        span.record_exception(error, escaped=True)
+        # exception.type as error.type names it (the SDK would module-qualify it)
+        span.record_exception(
+            error, attributes={semconv.EXCEPTION_TYPE: _class_name(error)}, escaped=True
+        )
     except Exception:  # the SDK prints the exception, and its __str__ may raise
         span.add_event(
             semconv.EVENT_EXCEPTION,
