@@ -32,6 +32,7 @@ from reasonflow_otel.propagation import baggage_attributes, baggage_selection, i
 from reasonflow_otel.recorder.capture import Capture
 from reasonflow_otel.recorder.in_flight import InFlight, in_flight_gauge
 from reasonflow_otel.recorder.probe import ResourceProbe, Usage, make_probe
+from reasonflow_otel.sdk.workers import top_level_run_ended
 from reasonflow_otel.settings import Settings
 
 _RUN_KEY = context.create_key("reasonflow-otel-run")
@@ -473,6 +474,8 @@ class Recorder:
             report_internal_error("finishing a run", internal)
         finally:
             self._close(run)
+        if run.parent is None and not run.is_item:
+            top_level_run_ended()  # a pool worker delivers before the pool can end it
 
     def _close(self, run: Run, *, end_span: bool = True) -> None:
         try:
