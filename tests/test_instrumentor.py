@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import threading
 from typing import Any
 
 import pocketflow
@@ -145,3 +146,33 @@ def test_dependencies_name_the_supported_pocketflow_versions():
     assert list(PocketFlowInstrumentor().instrumentation_dependencies()) == [
         "pocketflow >= 0.0.1, < 0.1"
     ]
+
+
+# --- Thread context comes along (the contrib threading instrumentation, held once) ------------
+
+
+def threading_wraps() -> int:
+    """How many wrappers ``Thread.start`` has (wrapt exposes each via ``__wrapped__``)."""
+    depth, function = 0, threading.Thread.start
+    while hasattr(function, "__wrapped__"):
+        depth, function = depth + 1, function.__wrapped__
+    return depth
+
+
+def test_the_instrumentor_alone_brings_thread_propagation_and_takes_it_away(make_telemetry):
+    assert threading_wraps() == 0
+    make_telemetry()
+    assert threading_wraps() == 1
+
+    PocketFlowInstrumentor().uninstrument()
+    assert threading_wraps() == 0
+
+
+def test_thread_propagation_already_on_is_neither_doubled_nor_taken_away(
+    threading_instrumented, make_telemetry
+):
+    make_telemetry()
+    assert threading_wraps() == 1
+
+    PocketFlowInstrumentor().uninstrument()
+    assert threading_wraps() == 1
