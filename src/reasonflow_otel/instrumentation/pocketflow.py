@@ -121,8 +121,9 @@ class _PocketFlowAdapter:
     def install(self) -> None:
         """The run and orchestration wrappers; exec wrappers follow per node class."""
         pf = self._pf
-        run = (self._run_begin, self._run_end, self._run_fail)
-        param_set = (self._param_set_begin, self._item_end, self._item_fail)
+        run = (self._run_begin, self._run_end, self._run_fail, is_instrumentation_enabled)
+        in_a_run = self._states.__len__  # no run in progress anywhere: straight to the engine
+        param_set = (self._param_set_begin, self._item_end, self._item_fail, in_a_run)
         for owner in (pf.BaseNode, pf.Flow, pf.BatchFlow):
             self._wrap(owner, "_run", *run)
         for owner in (pf.AsyncNode, pf.AsyncFlow, pf.AsyncBatchFlow, pf.AsyncParallelBatchFlow):
@@ -130,8 +131,8 @@ class _PocketFlowAdapter:
         self._wrap(pf.Flow, "_orch", *param_set)
         self._wrap(pf.AsyncFlow, "_orch_async", *param_set)
 
-    def _wrap(self, owner: type, name: str, begin: Any, end: Any, fail: Any) -> None:
-        self._wrappers.wrap(owner, name, lambda original: bracket(original, begin, end, fail))
+    def _wrap(self, owner: type, name: str, begin: Any, end: Any, fail: Any, gate: Any) -> None:
+        self._wrappers.wrap(owner, name, lambda original: bracket(original, begin, end, fail, gate))
 
     def _prepare(self, cls: type) -> None:
         """Wrap the exec methods of ``cls`` and its bases, each defining class once."""
@@ -147,7 +148,7 @@ class _PocketFlowAdapter:
                 for names, callbacks in observed:
                     for name in names:
                         if name in vars(owner):
-                            self._wrap(owner, name, *callbacks)
+                            self._wrap(owner, name, *callbacks, self._states.__len__)
             self._prepared.add(cls)
 
     def _own_state(self, node: Any) -> _RunState | None:
@@ -158,8 +159,6 @@ class _PocketFlowAdapter:
     # --- Flow and node runs ------------------------------------------------------
 
     def _run_begin(self, node: Any, args: tuple, kwargs: dict) -> _RunState | None:
-        if not is_instrumentation_enabled():
-            return None
         run = self._start(node)
         if run is None:
             return None
@@ -228,8 +227,6 @@ class _PocketFlowAdapter:
 
     def _param_set_begin(self, flow: Any, args: tuple, kwargs: dict) -> Run | None:
         """A child span when a batch flow runs its graph for one parameter set."""
-        if not self._states:
-            return None
         params = args[1] if len(args) > 1 else kwargs.get("params")
         state = self._own_state(flow)
         if state is None or params is None:
@@ -246,8 +243,6 @@ class _PocketFlowAdapter:
 
     def _exec_begin(self, node: Any, args: tuple, kwargs: dict) -> _RunState | None:
         """The outermost ``_exec`` of a run is its exec phase; in a batch, inner ones are items."""
-        if not self._states:
-            return None
         state = self._own_state(node)
         if state is None or state.run.is_item:
             return None
@@ -300,8 +295,6 @@ class _PocketFlowAdapter:
 
     def _attempt_begin(self, node: Any, args: tuple, kwargs: dict) -> _RunState | None:
         """An ``exec`` call: after a failed one, the engine is retrying."""
-        if not self._states:
-            return None
         state = self._own_state(node)
         if state is None or state.busy:
             return None
@@ -325,8 +318,6 @@ class _PocketFlowAdapter:
 
     def _fallback_begin(self, node: Any, args: tuple, kwargs: dict) -> _RunState | None:
         """An ``exec_fallback`` call: the attempts are over."""
-        if not self._states:
-            return None
         state = self._own_state(node)
         if state is None or state.busy:
             return None

@@ -1,10 +1,11 @@
 """Plain method wrappers on classes: cheap when idle, and undone exactly.
 
 A wrapper brackets the original call with three callbacks: ``begin(self, args,
-kwargs)`` returns a token, or None to call the original untouched (the fast
-path: one call and a truth test); ``end(token, result)`` and ``fail(token,
-error)`` see how the call ended. The user's exception passes as the same
-object. A coroutine function gets a coroutine function, so
+kwargs)`` returns a token, or None to call the original untouched;
+``end(token, result)`` and ``fail(token, error)`` see how the call ended. A
+``gate()`` answering false skips even ``begin``: the idle path (instrumentation
+suppressed, no run in progress) is one cheap call and the original. The user's
+exception passes as the same object. A coroutine function gets a coroutine function, so
 ``inspect.iscoroutinefunction`` keeps its answer; ``functools.update_wrapper``
 keeps the name, docstring and ``__wrapped__`` (hence ``inspect.signature``).
 """
@@ -20,13 +21,18 @@ from typing import Any
 Begin = Callable[[Any, tuple, dict], Any]
 End = Callable[[Any, Any], None]
 Fail = Callable[[Any, BaseException], None]
+Gate = Callable[[], Any]
 
 
-def bracket(original: Callable[..., Any], begin: Begin, end: End, fail: Fail) -> Callable[..., Any]:
+def bracket(
+    original: Callable[..., Any], begin: Begin, end: End, fail: Fail, gate: Gate
+) -> Callable[..., Any]:
     """A wrapper of the method ``original`` that reports each call to the callbacks."""
     if inspect.iscoroutinefunction(original):
 
         async def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+            if not gate():
+                return await original(self, *args, **kwargs)
             token = begin(self, args, kwargs)
             if token is None:
                 return await original(self, *args, **kwargs)
@@ -41,6 +47,8 @@ def bracket(original: Callable[..., Any], begin: Begin, end: End, fail: Fail) ->
     else:
 
         def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[misc]
+            if not gate():
+                return original(self, *args, **kwargs)
             token = begin(self, args, kwargs)
             if token is None:
                 return original(self, *args, **kwargs)
