@@ -101,6 +101,23 @@ def test_an_error_in_any_phase_fails_the_node_and_every_enclosing_flow(telemetry
     assert "reasonflow.node.successor" not in node.attributes
 
 
+def assert_not_failed(telemetry: Any, *, cancelled: bool) -> None:
+    """The node and both flows ended unset, without error.type on spans or metric points."""
+    for name in ("ParseInvoice", "invoke_workflow Billing", "invoke_workflow Month"):
+        span = telemetry.span(name)
+        assert span.status.status_code is StatusCode.UNSET
+        assert "error.type" not in span.attributes
+        assert events(span, "exception") == []
+        assert span.attributes.get("reasonflow.cancelled", False) is cancelled
+    flows = telemetry.metric_points("reasonflow.flow.duration")
+    nodes = telemetry.metric_points("reasonflow.node.duration")
+    assert sorted(point.attributes["reasonflow.node.name"] for point in nodes) == [
+        "Billing",
+        "ParseInvoice",
+    ]
+    assert [("error.type" in point.attributes) for point in flows + nodes] == [False] * 4
+
+
 def test_a_keyboard_interrupt_passes_untouched_and_is_recorded_like_a_cancellation(telemetry):
     interrupt = KeyboardInterrupt()
     node = ParseInvoice("exec", interrupt, max_retries=3)
@@ -109,19 +126,8 @@ def test_a_keyboard_interrupt_passes_untouched_and_is_recorded_like_a_cancellati
         billing_month(node).run({"raw": "x"})
 
     assert raised.value is interrupt
-    for name in ("ParseInvoice", "invoke_workflow Billing", "invoke_workflow Month"):
-        span = telemetry.span(name)
-        assert span.status.status_code is StatusCode.UNSET
-        assert span.attributes["reasonflow.cancelled"] is True
-        assert "error.type" not in span.attributes
-        assert events(span, "exception") == []
+    assert_not_failed(telemetry, cancelled=True)
     assert events(telemetry.span("ParseInvoice"), "reasonflow.retry") == []
-    points = telemetry.metric_points("reasonflow.node.duration")
-    assert sorted(point.attributes["reasonflow.node.name"] for point in points) == [
-        "Billing",
-        "ParseInvoice",
-    ]
-    assert [("error.type" in point.attributes) for point in points] == [False, False]
 
 
 @pytest.mark.parametrize("code", [None, 0])
@@ -132,18 +138,7 @@ def test_a_deliberate_exit_is_not_a_failure(telemetry, code):
         billing_month(ParseInvoice("post", farewell)).run({"raw": "q"})
 
     assert raised.value is farewell
-    for name in ("ParseInvoice", "invoke_workflow Billing", "invoke_workflow Month"):
-        span = telemetry.span(name)
-        assert span.status.status_code is StatusCode.UNSET
-        assert "error.type" not in span.attributes
-        assert events(span, "exception") == []
-    flows = telemetry.metric_points("reasonflow.flow.duration")
-    nodes = telemetry.metric_points("reasonflow.node.duration")
-    assert sorted(point.attributes["gen_ai.workflow.name"] for point in flows) == [
-        "Billing",
-        "Month",
-    ]
-    assert [("error.type" in point.attributes) for point in flows + nodes] == [False] * 4
+    assert_not_failed(telemetry, cancelled=False)
 
 
 @pytest.mark.parametrize("code", [1, 2, "bye"])
