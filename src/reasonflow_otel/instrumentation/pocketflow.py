@@ -110,7 +110,9 @@ class _PocketFlowAdapter:
         self._captured = recorder.captured_phases
         self._pf = pocketflow
         self._wrappers = wrappers
-        self._states: dict[Run, _RunState] = {}  # empty: no run in progress anywhere
+        self._states: dict[Run, _RunState] = {}
+        # The gate of wrappers that only matter inside a run: none in progress, no work.
+        self._in_a_run = self._states.__len__
         self._prepared: set[type] = set()
         self._prepare_lock = threading.Lock()
         self._infos: dict[tuple[type, str], NodeInfo] = {}
@@ -122,8 +124,7 @@ class _PocketFlowAdapter:
         """The run and orchestration wrappers; exec wrappers follow per node class."""
         pf = self._pf
         run = (self._run_begin, self._run_end, self._run_fail, is_instrumentation_enabled)
-        in_a_run = self._states.__len__  # no run in progress anywhere: straight to the engine
-        param_set = (self._param_set_begin, self._item_end, self._item_fail, in_a_run)
+        param_set = (self._param_set_begin, self._item_end, self._item_fail, self._in_a_run)
         for owner in (pf.BaseNode, pf.Flow, pf.BatchFlow):
             self._wrap(owner, "_run", *run)
         for owner in (pf.AsyncNode, pf.AsyncFlow, pf.AsyncBatchFlow, pf.AsyncParallelBatchFlow):
@@ -148,7 +149,7 @@ class _PocketFlowAdapter:
                 for names, callbacks in observed:
                     for name in names:
                         if name in vars(owner):
-                            self._wrap(owner, name, *callbacks, self._states.__len__)
+                            self._wrap(owner, name, *callbacks, self._in_a_run)
             self._prepared.add(cls)
 
     def _own_state(self, node: Any) -> _RunState | None:
