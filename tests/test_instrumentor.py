@@ -8,6 +8,7 @@ import threading
 from typing import Any
 
 import pocketflow
+import pytest
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 from reasonflow_otel.instrumentation.pocketflow import PocketFlowInstrumentor
@@ -176,3 +177,23 @@ def test_thread_propagation_already_on_is_neither_doubled_nor_taken_away(
 
     PocketFlowInstrumentor().uninstrument()
     assert threading_wraps() == 1
+
+
+def test_a_call_with_wrong_arguments_fails_with_the_engines_own_message(make_telemetry):
+    def failure(call: Any) -> str:
+        with pytest.raises(TypeError) as raised:
+            call()
+        return str(raised.value)
+
+    calls = [
+        lambda: Greet().exec(),
+        lambda: Greet().exec(1, 2),
+        lambda: Greet()._exec(prep=1),
+        lambda: Greet()._run(),
+    ]
+    bare = [failure(call) for call in calls]
+    make_telemetry()
+    run_sync_and_async_flows()
+
+    assert [failure(call) for call in calls] == bare
+    assert bare[0] == "Greet.exec() missing 1 required positional argument: 'prep_res'"
