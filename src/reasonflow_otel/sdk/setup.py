@@ -45,7 +45,7 @@ from opentelemetry.sdk.metrics.export import (
     PeriodicExportingMetricReader,
 )
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from reasonflow_otel.local.console import ConsoleLogProcessor, ConsoleTreeProcessor
@@ -60,6 +60,7 @@ from reasonflow_otel.sdk.exit import ShutsDown, bound_exit_time, end_by_exit_dea
 from reasonflow_otel.sdk.ids import ID_GENERATOR
 from reasonflow_otel.sdk.process_metrics import start_process_metrics
 from reasonflow_otel.sdk.sampling import build_sampler
+from reasonflow_otel.sdk.tail_sampling import apply_tracking_policy
 from reasonflow_otel.sdk.views import build_views
 from reasonflow_otel.settings import Settings
 
@@ -156,9 +157,12 @@ def _tracer_provider(settings: Settings, resource: Resource, names: list[str]) -
     provider = TracerProvider(
         resource=resource, sampler=build_sampler(settings), id_generator=ID_GENERATOR
     )
+    processors: list[SpanProcessor] = []
     for name, exporter in _exporters("traces", settings):
-        provider.add_span_processor(DeliveryReportingSpanProcessor(name, exporter))
+        processors.append(DeliveryReportingSpanProcessor(name, exporter))
         names.append(name)
+    for processor in apply_tracking_policy(processors, settings):
+        provider.add_span_processor(processor)
     return provider
 
 
