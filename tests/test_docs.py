@@ -38,6 +38,16 @@ def test_quickstart_is_exactly_two_commands() -> None:
     assert "pytest" in test
 
 
+def test_the_quickstart_installs_what_the_example_imports() -> None:
+    """pip only warns about an extra that does not exist: the example would then fail."""
+    install = _quickstart_commands()[0].split("pip install ", 1)[1].split(" && ", 1)[0]
+    assert "pocketflow" in install.split()
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    for extras in re.findall(r"\[([\w,-]+)\]", install):
+        for extra in extras.split(","):
+            assert re.search(rf"^{extra} = \[", pyproject, flags=re.MULTILINE), extra
+
+
 def test_ci_runs_the_readme_test_command_verbatim() -> None:
     ci_lines = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
     assert _quickstart_commands()[1] in ci_lines
