@@ -94,3 +94,21 @@ METRIC_GC_COLLECTED_OBJECTS: Final = "cpython.gc.collected_objects"
 METRIC_GC_UNCOLLECTABLE_OBJECTS: Final = "cpython.gc.uncollectable_objects"
 # The one attribute kept on the GC metrics (the contrib also sends a deprecated copy).
 CPYTHON_GC_GENERATION: Final = "cpython.gc.generation"
+
+# --- Applications and steps with ids and explicit state (Burr) -------------------------
+APP_ID: Final = "reasonflow.app.id"
+# The partition key (often a user id): omitted, hashed (SHA-256 hex) or, if allowed, as is.
+APP_PARTITION_KEY: Final = "reasonflow.app.partition_key"
+APP_PARTITION_KEY_HASH: Final = "reasonflow.app.partition_key.sha256"
+NODE_SEQUENCE_ID: Final = "reasonflow.node.sequence_id"
+NODE_READS: Final = "reasonflow.node.reads"
+NODE_WRITES: Final = "reasonflow.node.writes"
+# A span opened by user code inside a node (Burr's __tracer / @trace): not a node itself.
+SPAN_KIND_USER: Final = "reasonflow.span.user"
+# Opt-in (Settings.capture "state"): the state after a step, or a run's state at its start and end.
+STATE_BEFORE: Final = "reasonflow.state.before"
+STATE_AFTER: Final = "reasonflow.state.after"
+# GenAI execution convention: a step changed the state.
+EVENT_STATE_CHANGED: Final = "gen_ai.execution.state.changed"
+STATE_CHANGED_COUNT: Final = "reasonflow.state.changed.count"
+STATE_CHANGED_KEYS: Final = "reasonflow.state.changed.keys"  # opt-in: Settings.state_key_names
