@@ -56,6 +56,7 @@ ENGINE = "burr"
 _instruments = ("apache-burr >= 0.40, < 0.50",)
 
 _APPLICATION = "burr.core.application"
+_ACTION = "burr.core.action"
 _TRACING = "burr.visibility.tracing"
 # (module, attribute, adapter method) for every wrapper.
 _TARGETS = (
@@ -75,6 +76,8 @@ _TARGETS = (
     (_APPLICATION, "_run_multi_step_streaming_action", "streamed_step"),
     (_APPLICATION, "_arun_single_step_streaming_action", "streamed_step_async"),
     (_APPLICATION, "_arun_multi_step_streaming_action", "streamed_step_async"),
+    (_ACTION, "StreamingResultContainer.__init__", "container"),
+    (_ACTION, "AsyncStreamingResultContainer.__init__", "container_async"),
     (_TRACING, "ActionSpanTracer.__enter__", "span_enter"),
     (_TRACING, "ActionSpanTracer.__exit__", "span_exit"),
     (_TRACING, "ActionSpanTracer.__aenter__", "span_enter_async"),
@@ -313,6 +316,31 @@ class _BurrAdapter:
             return None
         name = action.name
         return run, _StreamEnd(lambda state, error: self._step_done(run, app, name, state, error))
+
+    def container(self, wrapped: Any, container: Any, args: tuple, kwargs: dict) -> None:
+        """A consumer that stops early makes Burr call the container's callback: end then."""
+        wrapped(*args, **kwargs)
+        steps = container.streaming_result_generator
+        if isinstance(steps, TracedStepIterator):
+            callback = container._callback
+
+            def stop_then_call_back(result: Any, state: Any, exc: Any = None) -> Any:
+                steps.stop(exc)
+                return callback(result, state, exc)
+
+            container._callback = stop_then_call_back
+
+    def container_async(self, wrapped: Any, container: Any, args: tuple, kwargs: dict) -> None:
+        wrapped(*args, **kwargs)
+        steps = container.streaming_result_generator
+        if isinstance(steps, TracedAsyncStepIterator):
+            callback = container._callback
+
+            async def stop_then_call_back(result: Any, state: Any, exc: Any = None) -> Any:
+                steps.stop(exc)
+                return await callback(result, state, exc)
+
+            container._callback = stop_then_call_back
 
     # --- User spans (__tracer, @trace) -----------------------------------------------------
 

@@ -144,6 +144,10 @@ class TracedSteps:
             self._end(None)
         return item
 
+    def stop(self, error: BaseException | None = None) -> None:
+        """The consumer is done with the stream (for an engine that says so): end now."""
+        self._end(error)
+
     def _end(self, error: BaseException | None) -> None:
         if not self._done:
             self._done = True
