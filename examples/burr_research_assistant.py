@@ -155,7 +155,7 @@ def answer(question: str) -> str:
         app.run(halt_before=["draft"])  # Burr resumes at the action that failed
     _, stream = app.stream_result(halt_after=["draft"])
     words = [chunk["word"] for chunk in stream]
-    result, state = stream.get()
+    _, state = stream.get()
     return f"{state['answer']} ({len(words)} words streamed)"
 
 
