@@ -119,10 +119,19 @@ class _BurrAdapter:
         self._captures_state = "state" in recorder.captured_phases
         self._application_name = recorder.settings.burr_application_name
         self._infos: dict[tuple[str, str, str], NodeInfo] = {}
+        # Running steps by (app id, sequence id): where spawned sub-applications belong.
+        self._steps: dict[tuple[str, int | None], Run] = {}
 
     # --- Application runs: the outermost public call on an app ------------------------
 
     def call(self, wrapped: Any, app: Any, args: tuple, kwargs: dict) -> Any:
+        spawner = self._spawner(app)
+        if spawner is not None:
+            with current(spawner):
+                return self._call(wrapped, app, args, kwargs)
+        return self._call(wrapped, app, args, kwargs)
+
+    def _call(self, wrapped: Any, app: Any, args: tuple, kwargs: dict) -> Any:
         run = self._start_app(app, attach=True)
         if run is None:
             return wrapped(*args, **kwargs)
@@ -192,6 +201,14 @@ class _BurrAdapter:
         else:
             self._finish_app(run, app)
 
+    def _spawner(self, app: Any) -> Run | None:
+        """The step that spawned ``app`` when the context lost it: an executor thread that
+        does not carry context (the thread instrumentation is off, or a custom executor)."""
+        if current_run() is not None:
+            return None
+        pointer = app.spawning_parent_pointer
+        return None if pointer is None else self._steps.get((pointer.app_id, pointer.sequence_id))
+
     def _start_app(self, app: Any, *, attach: bool) -> Run | None:
         if not is_instrumentation_enabled() or _running(app):
             return None
@@ -225,7 +242,7 @@ class _BurrAdapter:
         try:
             outcome = wrapped(*args, **kwargs)
         except BaseException as error:
-            self._recorder.finish(run, error=error)
+            self._step_done(run, app, run.info.name, None, error)
             raise
         self._finish_step(run, app, outcome)
         return outcome
@@ -237,7 +254,7 @@ class _BurrAdapter:
         try:
             outcome = await wrapped(*args, **kwargs)
         except BaseException as error:
-            self._recorder.finish(run, error=error)
+            self._step_done(run, app, run.info.name, None, error)
             raise
         self._finish_step(run, app, outcome)
         return outcome
@@ -265,9 +282,12 @@ class _BurrAdapter:
         except Exception as error:
             report_internal_error("describing a Burr action", error)
             return None
-        return self._recorder.start(
+        run = self._recorder.start(
             info, app, node_key=action.name, start_attributes=attributes, attach=attach
         )
+        if run is not None:
+            self._steps[(app.uid, app.sequence_id)] = run
+        return run
 
     def _finish_step(self, run: Run, app: Any, outcome: Any) -> None:
         """``outcome`` is ``_step``'s (action, result, new state), or None."""
@@ -277,6 +297,9 @@ class _BurrAdapter:
     def _step_done(
         self, run: Run, app: Any, action_name: str, state: Any, error: BaseException | None
     ) -> None:
+        key = (app.uid, app.sequence_id)
+        if self._steps.get(key) is run:
+            del self._steps[key]
         successor = None
         if error is None and state is not None:
             self._recorder.state_changed(run, _writes(app, action_name))
