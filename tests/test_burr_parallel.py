@@ -85,17 +85,9 @@ def fan_out(squares: Any) -> Application:
     )
 
 
-FAN_OUT = [
-    "invoke_workflow squares",
-    "  squares",
-    "    invoke_workflow square",
-    "      square",
-    "    invoke_workflow square",
-    "      square",
-    "    invoke_workflow square",
-    "      square",
-    "  total",
-]
+def fan_out_outline(mapped: str) -> list[str]:
+    sub_application = [f"    invoke_workflow {mapped}", f"      {mapped}"]
+    return ["invoke_workflow squares", "  squares", *sub_application * 3, "  total"]
 
 
 def assert_one_trace_under_the_map_action(telemetry) -> None:
@@ -112,7 +104,7 @@ def test_map_states_on_the_thread_pool_nest_under_the_map_action(burr_telemetry)
     _, _, state = fan_out(Squares()).run(halt_after=["total"])
     assert state["total"] == 14
     assert threading.current_thread().name not in THREADS  # they ran on the pool
-    assert outline(burr_telemetry) == FAN_OUT
+    assert outline(burr_telemetry) == fan_out_outline("square")
     assert_one_trace_under_the_map_action(burr_telemetry)
 
 
@@ -123,7 +115,7 @@ def test_map_states_nest_also_when_threads_do_not_carry_the_context(
     telemetry = make_burr_telemetry()
     assert not ThreadingInstrumentor().is_instrumented_by_opentelemetry
     assert fan_out(Squares()).run(halt_after=["total"])[2]["total"] == 14
-    assert outline(telemetry) == FAN_OUT
+    assert outline(telemetry) == fan_out_outline("square")
     assert_one_trace_under_the_map_action(telemetry)
 
 
@@ -132,9 +124,7 @@ def test_async_map_states_with_gather_nest_under_the_map_action(burr_telemetry):
         return await fan_out(AsyncSquares()).arun(halt_after=["total"])
 
     assert asyncio.run(main())[2]["total"] == 14
-    assert outline(burr_telemetry) == [
-        line.replace(" square", " asquare").replace("asquares", "squares") for line in FAN_OUT
-    ]
+    assert outline(burr_telemetry) == fan_out_outline("asquare")
 
 
 def test_an_app_run_inside_an_action_nests_under_it_at_any_depth(burr_telemetry):
