@@ -1,5 +1,5 @@
 """Sub-applications nest under the action that spawned them: thread pool, asyncio, nesting."""
-# ruff: noqa: F811  (pytest fixtures imported from support.burr)
+# ruff: noqa: F401, F811  (pytest fixtures imported from support.burr)
 
 from __future__ import annotations
 
