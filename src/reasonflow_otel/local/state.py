@@ -39,7 +39,7 @@ class SavedState(NamedTuple):
 
 
 def load_state(trace_id: str, step: int | None = None, *, file: Path | None = None) -> SavedState:
-    """The state after step ``step`` (a sequence id; default: the last step) of the
+    """The state after step ``step`` (a sequence id; default: the last that succeeded) of the
     application run in trace ``trace_id`` (or the first digits of it), read from the
     local trace file (default: ``REASONFLOW_OTEL_TRACE_FILE``)."""
     path = file or load_settings().trace_file
@@ -101,8 +101,9 @@ def _inside_application(span: SpanRecord, by_id: dict[str, SpanRecord]) -> bool:
 def _choose(steps: dict[int, SpanRecord], step: int | None, trace_id: str) -> SpanRecord:
     if not steps:
         raise StateError(f"trace {trace_id} has no application steps")
-    if step is None:
-        return steps[max(steps)]
+    if step is None:  # the last step that left a state (a failed one did not)
+        succeeded = [sequence_id for sequence_id, span in steps.items() if not span.failed]
+        return steps[max(succeeded or steps)]
     if step not in steps:
         raise StateError(f"trace {trace_id} has no step {step}; its steps are {_ranges(steps)}")
     return steps[step]
