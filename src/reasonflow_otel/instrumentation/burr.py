@@ -14,7 +14,9 @@ Burr                                            what it becomes
 ``Application.iterate``/``aiterate``/           the same, covering the whole iteration
 ``stream_iterate``/``astream_iterate``
 ``Application._step``, ``Application._astep``   one run per executed action (once: ``_astep``
-                                                hands sync actions to ``_step``)
+and ``_process_inputs``                         hands sync actions to ``_step``), opened when
+                                                Burr hands the chosen action to
+                                                ``_process_inputs``
 ``_run_single_step_streaming_action`` and the   one run per streamed action, ending with its
 multi-step and async variants                   final item
 ``ActionSpanTracer.__enter__``/``__exit__``     a user span (``__tracer``, ``@trace``) under
@@ -72,6 +74,7 @@ _TARGETS = (
     (_APPLICATION, "Application.astream_result", "stream_async"),
     (_APPLICATION, "Application._step", "step"),
     (_APPLICATION, "Application._astep", "step_async"),
+    (_APPLICATION, "Application._process_inputs", "inputs"),
     (_APPLICATION, "_run_single_step_streaming_action", "streamed_step"),
     (_APPLICATION, "_run_multi_step_streaming_action", "streamed_step"),
     (_APPLICATION, "_arun_single_step_streaming_action", "streamed_step_async"),
@@ -121,6 +124,8 @@ class _BurrAdapter:
         self._infos: dict[tuple[str, str, str], NodeInfo] = {}
         # Running steps by (app id, sequence id): where spawned sub-applications belong.
         self._steps: dict[tuple[str, int | None], Run] = {}
+        # Apps inside ``_step``/``_astep`` whose action's run opens at ``_process_inputs``.
+        self._pending: dict[Any, _PendingStep] = {}
 
     # --- Application runs: the outermost public call on an app ------------------------
 
@@ -236,40 +241,57 @@ class _BurrAdapter:
     # --- Actions ---------------------------------------------------------------------------
 
     def step(self, wrapped: Any, app: Any, args: tuple, kwargs: dict) -> Any:
-        run = self._start_step(app)
-        if run is None:
+        pending = self._begin_step(app)
+        if pending is None:
             return wrapped(*args, **kwargs)
         try:
             outcome = wrapped(*args, **kwargs)
         except BaseException as error:
-            self._step_done(run, app, run.info.name, None, error)
+            self._end_step(pending, app, None, error)
             raise
-        self._finish_step(run, app, outcome)
+        self._end_step(pending, app, outcome, None)
         return outcome
 
     async def step_async(self, wrapped: Any, app: Any, args: tuple, kwargs: dict) -> Any:
-        run = self._start_step(app)
-        if run is None:
+        pending = self._begin_step(app)
+        if pending is None:
             return await wrapped(*args, **kwargs)
         try:
             outcome = await wrapped(*args, **kwargs)
         except BaseException as error:
-            self._step_done(run, app, run.info.name, None, error)
+            self._end_step(pending, app, None, error)
             raise
-        self._finish_step(run, app, outcome)
+        self._end_step(pending, app, outcome, None)
         return outcome
 
-    def _start_step(self, app: Any) -> Run | None:
-        """The action ``_step`` is about to run; none when it runs inside its own step."""
-        if not is_instrumentation_enabled() or _stepping(app):
+    def inputs(self, wrapped: Any, app: Any, args: tuple, kwargs: dict) -> Any:
+        """``_process_inputs(inputs, action)``: the first sight of the action a step runs."""
+        pending = self._pending.get(app)
+        if pending is not None and pending.run is None:
+            action = args[1] if len(args) > 1 else kwargs.get("action")
+            pending.run = self._open_step(app, action, attach=True)
+        return wrapped(*args, **kwargs)
+
+    def _begin_step(self, app: Any) -> _PendingStep | None:
+        """``_step`` or ``_astep`` is about to choose an action and run it.
+
+        The action's run opens when Burr hands the chosen action to ``_process_inputs``,
+        so transition conditions are evaluated by Burr alone, as often as without us.
+        None when ``_astep`` hands a sync action to ``_step``: that is the same step.
+        """
+        if not is_instrumentation_enabled() or app in self._pending:
             return None
-        try:
-            action = app.get_next_action()  # Burr asks again: conditions are pure
-        except Exception:  # Burr raises it again itself, with no span
-            return None
-        if action is None:
-            return None
-        return self._open_step(app, action, attach=True)
+        pending = self._pending[app] = _PendingStep()
+        return pending
+
+    def _end_step(
+        self, pending: _PendingStep, app: Any, outcome: Any, error: BaseException | None
+    ) -> None:
+        self._pending.pop(app, None)
+        run = pending.run
+        if run is not None:
+            state = outcome[2] if isinstance(outcome, tuple) and len(outcome) == 3 else None
+            self._step_done(run, app, run.info.name, state, error)
 
     def _open_step(self, app: Any, action: Any, *, attach: bool) -> Run | None:
         try:
@@ -288,11 +310,6 @@ class _BurrAdapter:
         if run is not None:
             self._steps[(app.uid, app.sequence_id)] = run
         return run
-
-    def _finish_step(self, run: Run, app: Any, outcome: Any) -> None:
-        """``outcome`` is ``_step``'s (action, result, new state), or None."""
-        state = outcome[2] if isinstance(outcome, tuple) and len(outcome) == 3 else None
-        self._step_done(run, app, run.info.name, state, None)
 
     def _step_done(
         self, run: Run, app: Any, action_name: str, state: Any, error: BaseException | None
@@ -413,6 +430,15 @@ class _BurrAdapter:
         return info
 
 
+class _PendingStep:
+    """A step between ``_step`` starting and its action being known."""
+
+    __slots__ = ("run",)
+
+    def __init__(self) -> None:
+        self.run: Run | None = None
+
+
 class _StreamEnd:
     """How a streamed action's run ends: with the final state it yielded, then the
     application run that was waiting for the stream, if any."""
@@ -450,12 +476,6 @@ def _running(app: Any) -> bool:
             return True
         run = run.parent
     return False
-
-
-def _stepping(app: Any) -> bool:
-    """``_astep`` hands sync actions to ``_step``: that is the same step."""
-    run = current_run()
-    return run is not None and run.owner is app and not run.info.is_flow
 
 
 def _workflow_name(app: Any, configured: str) -> str:

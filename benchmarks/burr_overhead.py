@@ -1,0 +1,176 @@
+"""Per-step overhead on Apache Burr: reasonflow-otel against Burr's own bridge, in one run.
+
+    python benchmarks/burr_overhead.py            # a few seconds
+    python benchmarks/burr_overhead.py --quick    # smoke: every figure, measured briefly
+
+A Burr application loops over one trivial action ``STEPS`` times per ``run()``.
+Every figure is a median over rounds, the modes interleaved within a round so that
+load on a shared machine hits them alike, in microseconds per step:
+
+- ``bare``: a step with no instrumentation;
+- ``sdk_span``: one correctly parented span (start, make current, end) through a
+  BatchSpanProcessor into an exporter that drops everything: the SDK's floor;
+- ``burr_bridge``: what Burr's ``OpenTelemetryBridge`` (``with_hooks``) adds to
+  ``bare`` (spans only: it records no metric);
+- ``sampled``: what ``BurrInstrumentor`` adds with every span sampled, every
+  default metric and the default resource probe on;
+- ``unsampled``: the same with the sampler always off (metrics still recorded).
+
+Both tracers write to the same kind of provider. Compare ratios from one run, not
+figures across runs or machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from burr.core import Application, ApplicationBuilder, State, action, default, expr
+from burr.integrations.opentelemetry import OpenTelemetryBridge
+from opentelemetry import context, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Sampler
+
+from reasonflow_otel.instrumentation.burr import BurrInstrumentor
+from reasonflow_otel.sdk.views import build_views
+from reasonflow_otel.settings import Settings
+
+STEPS = 100
+MICROSECONDS = 1e6
+
+
+@dataclass(frozen=True)
+class Budget:
+    runs: int  # app runs per timing
+    rounds: int  # timings whose median is kept
+
+
+FULL = Budget(runs=20, rounds=9)
+QUICK = Budget(runs=1, rounds=1)
+
+
+@action(reads=["n"], writes=["n"])
+def tick(state: State) -> State:
+    return state.update(n=state["n"] + 1)
+
+
+@action(reads=["n"], writes=["n"])
+def stop(state: State) -> State:
+    return state
+
+
+def application(hooks: Sequence[object] = ()) -> Application:
+    builder = (
+        ApplicationBuilder()
+        .with_actions(tick=tick, stop=stop)
+        .with_transitions(("tick", "tick", expr(f"n < {STEPS - 1}")), ("tick", "stop", default))
+        .with_state(n=0)
+        .with_entrypoint("tick")
+    )
+    return (builder.with_hooks(*hooks) if hooks else builder).build()
+
+
+class DropExporter(SpanExporter):
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+
+def tracer_provider(sampler: Sampler) -> TracerProvider:
+    provider = TracerProvider(sampler=sampler)
+    provider.add_span_processor(BatchSpanProcessor(DropExporter()))
+    return provider
+
+
+def per_step(runs: int, build: Callable[[], Application]) -> float:
+    """Seconds per step over ``runs`` runs of fresh apps (built outside the timing)."""
+    apps = [build() for _ in range(runs)]
+    started = time.perf_counter()
+    for app in apps:
+        app.run(halt_after=["stop"])
+    return (time.perf_counter() - started) / (runs * STEPS)
+
+
+def sdk_span(runs: int, provider: TracerProvider) -> float:
+    """One parented span per step: what any tracer of a step must pay at least."""
+    tracer = provider.get_tracer("floor")
+    parent = tracer.start_span("run")
+    parent_context = trace.set_span_in_context(parent)
+    started = time.perf_counter()
+    for _ in range(runs * STEPS):
+        span = tracer.start_span("step", context=parent_context)
+        token = context.attach(trace.set_span_in_context(span, parent_context))
+        context.detach(token)
+        span.end()
+    elapsed = time.perf_counter() - started
+    parent.end()
+    return elapsed / (runs * STEPS)
+
+
+def instrumented(runs: int, sampler: Sampler) -> float:
+    settings = Settings()
+    meter_provider = MeterProvider(
+        metric_readers=[InMemoryMetricReader()], views=build_views(settings)
+    )
+    instrumentor = BurrInstrumentor()
+    instrumentor.instrument(
+        tracer_provider=tracer_provider(sampler), meter_provider=meter_provider, settings=settings
+    )
+    try:
+        return per_step(runs, application)
+    finally:
+        instrumentor.uninstrument()
+
+
+def measure(budget: Budget) -> dict[str, float]:
+    bridge_provider = tracer_provider(ALWAYS_ON)
+    bridge = OpenTelemetryBridge(tracer=bridge_provider.get_tracer("burr"))
+    timings: dict[str, list[float]] = {}
+    modes: dict[str, Callable[[], float]] = {
+        "bare": lambda: per_step(budget.runs, application),
+        "sdk_span": lambda: sdk_span(budget.runs, tracer_provider(ALWAYS_ON)),
+        "burr_bridge": lambda: per_step(budget.runs, lambda: application([bridge])),
+        "sampled": lambda: instrumented(budget.runs, ALWAYS_ON),
+        "unsampled": lambda: instrumented(budget.runs, ALWAYS_OFF),
+    }
+    for _ in range(budget.rounds):
+        for name, mode in modes.items():
+            timings.setdefault(name, []).append(mode())
+    medians = {name: statistics.median(values) * MICROSECONDS for name, values in timings.items()}
+    bare = medians["bare"]
+    return {
+        "bare": bare,
+        "sdk_span": medians["sdk_span"],
+        **{name: medians[name] - bare for name in ("burr_bridge", "sampled", "unsampled")},
+    }
+
+
+def report(figures: dict[str, float]) -> None:
+    print(f"\nburr application, {STEPS} steps per run (microseconds per step)")
+    for name, value in figures.items():
+        print(f"  {name:<28} {value:10.2f}")
+    print("ratios")
+    ratios = {
+        "sampled / burr_bridge": figures["sampled"] / figures["burr_bridge"],
+        "sampled / sdk_span": figures["sampled"] / figures["sdk_span"],
+        "burr_bridge / sdk_span": figures["burr_bridge"] / figures["sdk_span"],
+        "unsampled / sampled": figures["unsampled"] / figures["sampled"],
+    }
+    for name, value in ratios.items():
+        print(f"  {name:<28} {value:10.2f}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="every figure, measured briefly")
+    arguments = parser.parse_args(argv)
+    report(measure(QUICK if arguments.quick else FULL))
+
+
+if __name__ == "__main__":
+    main()
