@@ -12,9 +12,13 @@ load on a shared machine hits them alike, in microseconds per step:
   BatchSpanProcessor into an exporter that drops everything: the SDK's floor;
 - ``burr_bridge``: what Burr's ``OpenTelemetryBridge`` (``with_hooks``) adds to
   ``bare`` (spans only: it records no metric);
+- ``sdk_hist``: one ``histogram.record`` with a step metric's attribute set (a
+  step records three by default: duration, CPU time, memory growth);
 - ``sampled``: what ``BurrInstrumentor`` adds with every span sampled, every
   default metric and the default resource probe on;
-- ``unsampled``: the same with the sampler always off (metrics still recorded).
+- ``sampled_spans_only``: the same with reasonflow's metrics dropped by a View
+  and no resource probe: the like-for-like comparison with the bridge;
+- ``unsampled``: the sampler always off (metrics still recorded).
 
 Both tracers write to the same kind of provider. Compare ratios from one run, not
 figures across runs or machines.
@@ -112,8 +116,26 @@ def sdk_span(runs: int, provider: TracerProvider) -> float:
     return elapsed / (runs * STEPS)
 
 
-def instrumented(runs: int, sampler: Sampler) -> float:
-    settings = Settings()
+def sdk_hist(runs: int) -> float:
+    """One histogram point with a step's metric attributes."""
+    meter = MeterProvider(metric_readers=[InMemoryMetricReader()]).get_meter("floor")
+    histogram = meter.create_histogram("floor.duration", unit="s")
+    attributes = {
+        "reasonflow.engine": "burr",
+        "reasonflow.node.name": "tick",
+        "gen_ai.workflow.name": "tick",
+    }
+    started = time.perf_counter()
+    for _ in range(runs * STEPS):
+        histogram.record(0.001, attributes)
+    return (time.perf_counter() - started) / (runs * STEPS)
+
+
+SPANS_ONLY = Settings(drop_metrics=("reasonflow.*",), resource_probe="none")
+
+
+def instrumented(runs: int, sampler: Sampler, settings: Settings | None = None) -> float:
+    settings = settings or Settings()
     meter_provider = MeterProvider(
         metric_readers=[InMemoryMetricReader()], views=build_views(settings)
     )
@@ -135,7 +157,9 @@ def measure(budget: Budget) -> dict[str, float]:
         "bare": lambda: per_step(budget.runs, application),
         "sdk_span": lambda: sdk_span(budget.runs, tracer_provider(ALWAYS_ON)),
         "burr_bridge": lambda: per_step(budget.runs, lambda: application([bridge])),
+        "sdk_hist": lambda: sdk_hist(budget.runs),
         "sampled": lambda: instrumented(budget.runs, ALWAYS_ON),
+        "sampled_spans_only": lambda: instrumented(budget.runs, ALWAYS_ON, SPANS_ONLY),
         "unsampled": lambda: instrumented(budget.runs, ALWAYS_OFF),
     }
     for _ in range(budget.rounds):
@@ -146,23 +170,29 @@ def measure(budget: Budget) -> dict[str, float]:
     return {
         "bare": bare,
         "sdk_span": medians["sdk_span"],
-        **{name: medians[name] - bare for name in ("burr_bridge", "sampled", "unsampled")},
+        "sdk_hist": medians["sdk_hist"],
+        **{name: medians[name] - bare for name in OVER_BARE},
     }
+
+
+OVER_BARE = ("burr_bridge", "sampled", "sampled_spans_only", "unsampled")
 
 
 def report(figures: dict[str, float]) -> None:
     print(f"\nburr application, {STEPS} steps per run (microseconds per step)")
     for name, value in figures.items():
-        print(f"  {name:<28} {value:10.2f}")
+        print(f"  {name:<36} {value:10.2f}")
     print("ratios")
+    floor = figures["sdk_span"] + 3 * figures["sdk_hist"]
     ratios = {
-        "sampled / burr_bridge": figures["sampled"] / figures["burr_bridge"],
-        "sampled / sdk_span": figures["sampled"] / figures["sdk_span"],
+        "sampled_spans_only / burr_bridge": figures["sampled_spans_only"] / figures["burr_bridge"],
+        "sampled_spans_only / sdk_span": figures["sampled_spans_only"] / figures["sdk_span"],
         "burr_bridge / sdk_span": figures["burr_bridge"] / figures["sdk_span"],
-        "unsampled / sampled": figures["unsampled"] / figures["sampled"],
+        "sampled / (sdk_span + 3 sdk_hist)": figures["sampled"] / floor,
+        "unsampled / 3 sdk_hist": figures["unsampled"] / (3 * figures["sdk_hist"]),
     }
     for name, value in ratios.items():
-        print(f"  {name:<28} {value:10.2f}")
+        print(f"  {name:<36} {value:10.2f}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -318,12 +318,11 @@ class _BurrAdapter:
         if self._steps.get(key) is run:
             del self._steps[key]
         successor = None
-        if error is None and state is not None:
+        if error is None and state is not None and run.span.is_recording():
             self._recorder.state_changed(run, _writes(app, action_name))
             if self._captures_state:
                 self._recorder.capture_state(run, _user_state(state))
-            if run.span.is_recording():
-                successor = _successor(app, action_name, state)
+            successor = _successor(app, action_name, state)
         self._recorder.finish(run, error=error, successor=successor)
 
     # --- Streamed actions ------------------------------------------------------------------
