@@ -27,6 +27,7 @@ figures across runs or machines.
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -134,36 +135,49 @@ def sdk_hist(runs: int) -> float:
 SPANS_ONLY = Settings(drop_metrics=("reasonflow.*",), resource_probe="none")
 
 
-def instrumented(runs: int, sampler: Sampler, settings: Settings | None = None) -> float:
-    settings = settings or Settings()
-    meter_provider = MeterProvider(
-        metric_readers=[InMemoryMetricReader()], views=build_views(settings)
-    )
-    instrumentor = BurrInstrumentor()
-    instrumentor.instrument(
-        tracer_provider=tracer_provider(sampler), meter_provider=meter_provider, settings=settings
-    )
-    try:
-        return per_step(runs, application)
-    finally:
-        instrumentor.uninstrument()
+class Instrumented:
+    """Providers made once per mode, instrumented only while a timing runs."""
+
+    def __init__(self, sampler: Sampler, settings: Settings) -> None:
+        self._settings = settings
+        self._tracer_provider = tracer_provider(sampler)
+        self._meter_provider = MeterProvider(
+            metric_readers=[InMemoryMetricReader()], views=build_views(settings)
+        )
+
+    def per_step(self, runs: int) -> float:
+        instrumentor = BurrInstrumentor()
+        instrumentor.instrument(
+            tracer_provider=self._tracer_provider,
+            meter_provider=self._meter_provider,
+            settings=self._settings,
+        )
+        try:
+            return per_step(runs, application)
+        finally:
+            instrumentor.uninstrument()
 
 
 def measure(budget: Budget) -> dict[str, float]:
     bridge_provider = tracer_provider(ALWAYS_ON)
     bridge = OpenTelemetryBridge(tracer=bridge_provider.get_tracer("burr"))
     timings: dict[str, list[float]] = {}
+    floor_provider = tracer_provider(ALWAYS_ON)
+    sampled = Instrumented(ALWAYS_ON, Settings())
+    spans_only = Instrumented(ALWAYS_ON, SPANS_ONLY)
+    unsampled = Instrumented(ALWAYS_OFF, Settings())
     modes: dict[str, Callable[[], float]] = {
         "bare": lambda: per_step(budget.runs, application),
-        "sdk_span": lambda: sdk_span(budget.runs, tracer_provider(ALWAYS_ON)),
-        "burr_bridge": lambda: per_step(budget.runs, lambda: application([bridge])),
+        "sdk_span": lambda: sdk_span(budget.runs, floor_provider),
         "sdk_hist": lambda: sdk_hist(budget.runs),
-        "sampled": lambda: instrumented(budget.runs, ALWAYS_ON),
-        "sampled_spans_only": lambda: instrumented(budget.runs, ALWAYS_ON, SPANS_ONLY),
-        "unsampled": lambda: instrumented(budget.runs, ALWAYS_OFF),
+        "burr_bridge": lambda: per_step(budget.runs, lambda: application([bridge])),
+        "sampled": lambda: sampled.per_step(budget.runs),
+        "sampled_spans_only": lambda: spans_only.per_step(budget.runs),
+        "unsampled": lambda: unsampled.per_step(budget.runs),
     }
     for _ in range(budget.rounds):
         for name, mode in modes.items():
+            gc.collect()  # each timing starts with no garbage left by the one before
             timings.setdefault(name, []).append(mode())
     medians = {name: statistics.median(values) * MICROSECONDS for name, values in timings.items()}
     bare = medians["bare"]
