@@ -9,7 +9,8 @@ streamed word by word. Every run gives the same answer.
     opentelemetry-instrument python examples/burr_research_assistant.py   # traced, no change
 
 Under ``opentelemetry-instrument`` each ``run``/``stream_result`` call is one
-trace: ``invoke_workflow research_assistant`` with a span per action, one
+trace: ``invoke_workflow plan`` (named after the first action unless
+``REASONFLOW_OTEL_BURR_APPLICATION_NAME`` says otherwise) with a span per action, one
 sub-application span per looked-up query under ``research``, the citation
 timeout as an ERROR span (the app is run again and resumes at that action), and
 the streamed ``draft`` span ending with its last word. With
