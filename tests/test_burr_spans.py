@@ -404,3 +404,14 @@ def test_results_are_identical_bare_and_instrumented(make_burr_telemetry):
     bare = outcome()
     make_burr_telemetry()
     assert outcome() == bare
+
+
+def test_a_streamed_run_records_the_state_the_stream_ended_with(make_burr_telemetry):
+    telemetry = make_burr_telemetry(capture="state")
+    _, container = streamer("a b").stream_result(halt_after=["speak"])
+    container.get()
+    expected = '{"text":"a b","words":["a","b"]}'
+    assert telemetry.span("speak").attributes[semconv.STATE_AFTER] == expected
+    run = telemetry.span("invoke_workflow speak")
+    assert run.attributes[semconv.STATE_BEFORE] == '{"text":"a b"}'
+    assert run.attributes[semconv.STATE_AFTER] == expected

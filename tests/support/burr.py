@@ -8,17 +8,9 @@ from typing import Any
 import pytest
 from burr.core import Application, ApplicationBuilder, State, action, default, expr
 from burr.core.action import streaming_action
-from conftest import Telemetry
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import Sampler
+from conftest import Telemetry, instrumented_telemetry
 
 from reasonflow_otel.instrumentation.burr import BurrInstrumentor
-from reasonflow_otel.sdk.views import build_views
-from reasonflow_otel.settings import load_settings
 
 ENGINE = {"reasonflow.engine": "burr"}
 
@@ -26,23 +18,7 @@ ENGINE = {"reasonflow.engine": "burr"}
 @pytest.fixture
 def make_burr_telemetry() -> Iterator[Callable[..., Telemetry]]:
     """Instrument Burr with given settings (keywords) and an optional sampler."""
-    instrumentor = BurrInstrumentor()
-
-    def make(sampler: Sampler | None = None, **options: Any) -> Telemetry:
-        settings = load_settings(options, environ={})
-        exporter = InMemorySpanExporter()
-        tracer_provider = TracerProvider(sampler=sampler)
-        tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
-        reader = InMemoryMetricReader()
-        meter_provider = MeterProvider(metric_readers=[reader], views=build_views(settings))
-        instrumentor.instrument(
-            tracer_provider=tracer_provider, meter_provider=meter_provider, settings=settings
-        )
-        return Telemetry(exporter, reader, tracer_provider, meter_provider)
-
-    yield make
-    if instrumentor.is_instrumented_by_opentelemetry:
-        instrumentor.uninstrument()
+    yield from instrumented_telemetry(BurrInstrumentor())
 
 
 @pytest.fixture
@@ -51,7 +27,7 @@ def burr_telemetry(make_burr_telemetry: Callable[..., Telemetry]) -> Telemetry:
 
 
 class Flaky(Exception):
-    """Raised by ``check`` while the counter is below the threshold."""
+    """Raised by ``check`` in an app built with ``fail=True``."""
 
 
 # --- A counter: count (loops while n < 2), then check (raises when asked), then done ----------
@@ -107,10 +83,10 @@ def shout(state: State) -> State:
     return state.update(shout=" ".join(state["words"]).upper())
 
 
-def streamer(text: str = "one two three") -> Application:
+def streamer(text: str = "one two three", speaker: Any = speak) -> Application:
     return (
         ApplicationBuilder()
-        .with_actions(speak=speak, shout=shout)
+        .with_actions(speak=speaker, shout=shout)
         .with_transitions(("speak", "shout", default))
         .with_state(text=text)
         .with_entrypoint("speak")
@@ -127,11 +103,4 @@ async def aspeak(state: State):
 
 
 def async_streamer(text: str = "one two three") -> Application:
-    return (
-        ApplicationBuilder()
-        .with_actions(speak=aspeak, shout=shout)
-        .with_transitions(("speak", "shout", default))
-        .with_state(text=text)
-        .with_entrypoint("speak")
-        .build()
-    )
+    return streamer(text, aspeak)

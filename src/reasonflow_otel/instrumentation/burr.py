@@ -202,7 +202,7 @@ class _BurrAdapter:
         """A streamed action ends the run with its last item; anything else ends it now."""
         steps = getattr(_second(result), "streaming_result_generator", None)
         if isinstance(steps, (TracedStepIterator, TracedAsyncStepIterator)):
-            steps.end.then(lambda error: self._finish_app(run, app, error))
+            steps.end.then(lambda state, error: self._finish_app(run, app, error, state))
         else:
             self._finish_app(run, app)
 
@@ -233,9 +233,12 @@ class _BurrAdapter:
             self._recorder.capture_state(run, _user_state(app.state), ended=False)
         return run
 
-    def _finish_app(self, run: Run, app: Any, error: BaseException | None = None) -> None:
+    def _finish_app(
+        self, run: Run, app: Any, error: BaseException | None = None, state: Any = None
+    ) -> None:
+        """``state``: the final one when a stream ends (Burr stores it in the app just after)."""
         if self._captures_state and error is None:
-            self._recorder.capture_state(run, _user_state(app.state))
+            self._recorder.capture_state(run, _user_state(app.state if state is None else state))
         self._recorder.finish(run, error=error)
 
     # --- Actions ---------------------------------------------------------------------------
@@ -460,7 +463,7 @@ class _StreamEnd:
     def __call__(self, error: BaseException | None) -> None:
         self._finish_step(self.final_state, error)
         for finish in self._then:
-            finish(error)
+            finish(self.final_state, error)
 
 
 def _is_app_run(run: Run | None) -> bool:

@@ -423,13 +423,18 @@ class Recorder:
 
     def capture_shared(self, run: Run | None, store: Any, *, ended: bool) -> None:
         """Record the shared store as a run starts or ends, if its capture is enabled."""
-        if run is None or "shared" not in self.captured_phases or not run.span.is_recording():
+        if "shared" in self.captured_phases:
+            attribute = semconv.SHARED_AFTER if ended else semconv.SHARED_BEFORE
+            self._capture_store(run, store, attribute)
+
+    def _capture_store(self, run: Run | None, store: Any, attribute: str) -> None:
+        """A store's keys chosen for capture, redacted and bounded, on a recording span."""
+        if run is None or not run.span.is_recording():
             return
         try:
-            attribute = semconv.SHARED_AFTER if ended else semconv.SHARED_BEFORE
             run.span.set_attribute(attribute, self._capture.shared(store))
         except Exception as internal:
-            report_internal_error("capturing the shared store", internal)
+            report_internal_error("capturing a store", internal)
 
     # --- Applications with ids and explicit state ---------------------------------
 
@@ -477,13 +482,9 @@ class Recorder:
     def capture_state(self, run: Run | None, state: Any, *, ended: bool = True) -> None:
         """Record a state (redacted, bounded, key-filtered like the shared store), if the
         ``state`` capture is on: what ``reasonflow_otel.load_state`` reads back."""
-        if run is None or "state" not in self.captured_phases or not run.span.is_recording():
-            return
-        try:
+        if "state" in self.captured_phases:
             attribute = semconv.STATE_AFTER if ended else semconv.STATE_BEFORE
-            run.span.set_attribute(attribute, self._capture.shared(state))
-        except Exception as internal:
-            report_internal_error("capturing a state", internal)
+            self._capture_store(run, state, attribute)
 
     # --- Ending runs --------------------------------------------------------------
 
