@@ -19,6 +19,7 @@ from typing import Any
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
 import reasonflow_otel.sdk.preflight  # noqa: F401  (first: checks OTEL_* before the SDK reads them)
+from reasonflow_otel.decorators import node, step, workflow
 from reasonflow_otel.guard import report_internal_error
 from reasonflow_otel.local.state import load_state
 from reasonflow_otel.propagation import (
@@ -40,7 +41,10 @@ __all__ = [
     "instrument",
     "instrumented_engines",
     "load_state",
+    "node",
+    "step",
     "uninstrument",
+    "workflow",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -49,7 +53,10 @@ _logger = logging.getLogger(__name__)
 ENGINES = {
     "pocketflow": "reasonflow_otel.instrumentation.pocketflow:PocketFlowInstrumentor",
     "burr": "reasonflow_otel.instrumentation.burr:BurrInstrumentor",
+    "reasonflow_methods": "reasonflow_otel.instrumentation.methods:MethodsInstrumentor",
 }
+# Instrumentors that need no engine installed (by-name tracing and the decorators).
+ENGINE_FREE = frozenset({"reasonflow_methods"})
 
 _lock = threading.Lock()
 _active: list[BaseInstrumentor] = []
@@ -119,8 +126,12 @@ def _installed_instrumentors() -> list[BaseInstrumentor]:
 
         instrumentors.append(LoggingInstrumentor())  # logging records -> OTel logs
     for engine, target in ENGINES.items():
-        if instrumentation_disabled(engine) or importlib.util.find_spec(engine) is None:
+        if instrumentation_disabled(engine) or not _engine_installed(engine):
             continue
         module_name, _, class_name = target.partition(":")
         instrumentors.append(getattr(importlib.import_module(module_name), class_name)())
     return instrumentors
+
+
+def _engine_installed(engine: str) -> bool:
+    return engine in ENGINE_FREE or importlib.util.find_spec(engine) is not None
