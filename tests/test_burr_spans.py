@@ -415,3 +415,22 @@ def test_a_streamed_run_records_the_state_the_stream_ended_with(make_burr_teleme
     run = telemetry.span("invoke_workflow speak")
     assert run.attributes[semconv.STATE_BEFORE] == '{"text":"a b"}'
     assert run.attributes[semconv.STATE_AFTER] == expected
+
+
+def test_an_iteration_never_started_leaves_nothing_open(burr_telemetry):
+    iteration = counter().iterate(halt_after=["done"])
+    del iteration
+    gc.collect()
+    assert burr_telemetry.spans() == []
+    assert burr_telemetry.metric_points(semconv.METRIC_FLOW_DURATION) == []
+
+
+def test_an_async_iteration_closed_early_ends_its_run_at_once(burr_telemetry):
+    async def main():
+        iteration = counter().aiterate(halt_after=["done"])
+        async for _ in iteration:
+            break
+        await iteration.aclose()
+        return [span.name for span in burr_telemetry.spans()]
+
+    assert asyncio.run(main()) == ["count", "invoke_workflow count"]

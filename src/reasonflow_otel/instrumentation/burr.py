@@ -161,16 +161,27 @@ class _BurrAdapter:
         return result
 
     def iteration(self, wrapped: Any, app: Any, args: tuple, kwargs: dict) -> Any:
-        generator = wrapped(*args, **kwargs)
-        run = self._start_app(app, attach=False)
-        return generator if run is None else traced_generator(self._recorder, run, generator)
+        return self._traced_iteration(app, wrapped(*args, **kwargs))
 
     def async_iteration(self, wrapped: Any, app: Any, args: tuple, kwargs: dict) -> Any:
-        generator = wrapped(*args, **kwargs)
+        return self._traced_async_iteration(app, wrapped(*args, **kwargs))
+
+    def _traced_iteration(self, app: Any, generator: Any) -> Any:
+        """The run starts at the first step: a generator never started leaves nothing open."""
         run = self._start_app(app, attach=False)
-        if run is None:
-            return generator
-        return traced_async_generator(self._recorder, run, generator)
+        if run is not None:
+            generator = traced_generator(self._recorder, run, generator)
+        return (yield from generator)
+
+    async def _traced_async_iteration(self, app: Any, generator: Any) -> Any:
+        run = self._start_app(app, attach=False)
+        if run is not None:
+            generator = traced_async_generator(self._recorder, run, generator)
+        try:
+            async for item in generator:
+                yield item
+        finally:
+            await generator.aclose()  # closed early: the run ends now, not at loop shutdown
 
     def stream(self, wrapped: Any, app: Any, args: tuple, kwargs: dict) -> Any:
         run = self._start_app(app, attach=False)
