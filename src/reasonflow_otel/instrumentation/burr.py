@@ -31,6 +31,7 @@ brought along by the base instrumentor carries it into Burr's thread pool.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Collection
 from typing import Any
 
@@ -104,8 +105,6 @@ class BurrInstrumentor(EngineInstrumentor):
             wrap_function_wrapper(module, name, getattr(adapter, method))
 
     def _unwrap(self) -> None:
-        import importlib
-
         for module, name, _ in _TARGETS:
             owner_path, _, attribute = name.rpartition(".")
             owner: Any = importlib.import_module(module)
