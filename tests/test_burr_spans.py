@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import gc
 import hashlib
 import json
+import threading
 
 import burr.core.application
 import pytest
@@ -434,3 +436,21 @@ def test_an_async_iteration_closed_early_ends_its_run_at_once(burr_telemetry):
         return [span.name for span in burr_telemetry.spans()]
 
     assert asyncio.run(main()) == ["count", "invoke_workflow count"]
+
+
+def test_a_stream_consumed_in_another_thread_or_task_detaches_nothing_across(
+    burr_telemetry, caplog
+):
+    _, container = streamer().stream_result(halt_after=["speak"])
+    # Burr's own bookkeeping needs its context variables in the consuming thread.
+    worker = threading.Thread(target=contextvars.copy_context().run, args=(container.get,))
+    worker.start()
+    worker.join()
+
+    async def main():
+        _, stream = await async_streamer().astream_result(halt_after=["speak"])
+        await asyncio.create_task(stream.get())
+
+    asyncio.run(main())
+    assert outline(burr_telemetry) == ["invoke_workflow speak", "  speak"] * 2
+    assert [r.getMessage() for r in caplog.records if "detach" in r.getMessage()] == []

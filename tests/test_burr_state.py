@@ -135,3 +135,10 @@ def cli(*arguments: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=60,
     )
+
+
+def test_the_example_answers_the_same_bare_and_instrumented(captured, tmp_path):
+    _, answers = captured
+    bare = run_program([sys.executable, str(EXAMPLE)], tmp_path)
+    assert [line[3:] for line in bare.stdout.splitlines() if line.startswith("A: ")] == answers
+    assert len(answers) == 2
