@@ -23,7 +23,7 @@ from reasonflow_otel.local.cli import main
 CLI = str(BIN / "reasonflow-otel")
 EXAMPLE = REPOSITORY / "examples" / "support_triage.py"
 DURATION = re.compile(r"\d+(\.\d+)? (ms|s)\b")
-COMMANDS = ("traces", "show", "stats", "export", "doctor")
+COMMANDS = ("traces", "show", "stats", "export", "doctor", "state")
 
 
 def run(cwd: Path, *command: str, **settings: str) -> subprocess.CompletedProcess[str]:
