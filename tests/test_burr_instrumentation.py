@@ -1,5 +1,5 @@
 """How Burr gets instrumented, and that Burr behaves exactly as without us."""
-# ruff: noqa: F401, F811  (pytest fixtures imported from support.burr)
+# ruff: noqa: F401, F811  (pytest fixtures imported from support.burr_apps)
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from opentelemetry.instrumentation.dependencies import get_dependency_conflicts
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import StatusCode
-from support.burr import burr_telemetry, count, make_burr_telemetry
+from support.burr_apps import burr_telemetry, count, make_burr_telemetry
 from support.processes import REPOSITORY, run_program
 from support.spans import outline
 

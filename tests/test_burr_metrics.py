@@ -1,5 +1,5 @@
 """Burr runs record the metrics PocketFlow runs do, with reasonflow.engine=burr, sampled or not."""
-# ruff: noqa: F401, F811  (pytest fixtures imported from support.burr)
+# ruff: noqa: F401, F811  (pytest fixtures imported from support.burr_apps)
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
-from support.burr import ENGINE, Flaky, burr_telemetry, counter, make_burr_telemetry
+from support.burr_apps import ENGINE, Flaky, burr_telemetry, counter, make_burr_telemetry
 
 from reasonflow_otel import semconv
 

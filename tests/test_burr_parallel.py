@@ -1,5 +1,5 @@
 """Sub-applications nest under the action that spawned them: thread pool, asyncio, nesting."""
-# ruff: noqa: F401, F811  (pytest fixtures imported from support.burr)
+# ruff: noqa: F401, F811  (pytest fixtures imported from support.burr_apps)
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from opentelemetry.instrumentation.environment_variables import (
     OTEL_PYTHON_DISABLED_INSTRUMENTATIONS,
 )
 from opentelemetry.instrumentation.threading import ThreadingInstrumentor
-from support.burr import burr_telemetry, make_burr_telemetry
+from support.burr_apps import burr_telemetry, make_burr_telemetry
 from support.spans import outline
 
 THREADS: set[str] = set()

@@ -1,5 +1,5 @@
 """Span names, parents and attributes of Burr application runs, actions and user spans."""
-# ruff: noqa: F401, F811  (pytest fixtures imported from support.burr)
+# ruff: noqa: F401, F811  (pytest fixtures imported from support.burr_apps)
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from burr.core import ApplicationBuilder, State, action
 from burr.tracking.client import LocalTrackingClient
 from burr.visibility import trace
 from opentelemetry.trace import StatusCode
-from support.burr import (
+from support.burr_apps import (
     ENGINE,
     Flaky,
     async_streamer,
