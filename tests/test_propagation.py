@@ -19,9 +19,11 @@ from typing import Any
 
 import pocketflow
 import pytest
+from opentelemetry.instrumentation.threading import ThreadingInstrumentor
 
 import reasonflow_otel
 from reasonflow_otel import propagation, semconv
+from reasonflow_otel.instrumentation.pocketflow import PocketFlowInstrumentor
 
 APPS = Path(__file__).parent / "apps"
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -526,11 +528,40 @@ def test_threads_started_in_a_node_keep_their_parent(telemetry, threading_instru
     assert children == ["invoke_workflow InThread", "invoke_workflow InPool"]
 
 
-def test_without_threading_instrumentation_thread_flows_are_roots(telemetry):
+def test_the_instrumentor_alone_brings_thread_context_propagation(telemetry):
+    named_flow("Outer", StartThreads()).run({})
+
+    node = telemetry.span("StartThreads")
+    children = [span.name for span in telemetry.children(node)]
+    assert children == ["invoke_workflow InThread", "invoke_workflow InPool"]
+
+
+def test_with_threading_instrumentation_disabled_thread_flows_are_roots(
+    make_telemetry, monkeypatch
+):
+    monkeypatch.setenv("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "threading")
+    telemetry = make_telemetry()
     named_flow("Outer", StartThreads()).run({})
 
     assert telemetry.children(telemetry.span("StartThreads")) == []
     assert telemetry.span("invoke_workflow InThread").parent is None
+
+
+def test_uninstrument_turns_off_only_the_threading_it_turned_on(make_telemetry):
+    threading_instrumentor = ThreadingInstrumentor()
+    assert not threading_instrumentor.is_instrumented_by_opentelemetry
+    make_telemetry()
+    assert threading_instrumentor.is_instrumented_by_opentelemetry
+    PocketFlowInstrumentor().uninstrument()
+    assert not threading_instrumentor.is_instrumented_by_opentelemetry
+
+    threading_instrumentor.instrument()
+    try:
+        make_telemetry()
+        PocketFlowInstrumentor().uninstrument()
+        assert threading_instrumentor.is_instrumented_by_opentelemetry  # not ours to undo
+    finally:
+        threading_instrumentor.uninstrument()
 
 
 # --- Baggage on spans ---------------------------------------------------------------------------

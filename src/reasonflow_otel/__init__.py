@@ -101,13 +101,12 @@ def instrumented_engines() -> list[str]:
 
 
 def _installed_instrumentors() -> list[BaseInstrumentor]:
-    """Our engine instrumentors plus threading and logging, minus the disabled ones."""
+    """Threading and logging, then our engine instrumentors, minus the disabled ones.
+
+    Threading comes first so that it is ours to undo here, not the engine
+    instrumentors' (each brings it along when used alone).
+    """
     instrumentors: list[BaseInstrumentor] = []
-    for engine, target in ENGINES.items():
-        if instrumentation_disabled(engine) or importlib.util.find_spec(engine) is None:
-            continue
-        module_name, _, class_name = target.partition(":")
-        instrumentors.append(getattr(importlib.import_module(module_name), class_name)())
     if not instrumentation_disabled("threading"):
         from opentelemetry.instrumentation.threading import ThreadingInstrumentor
 
@@ -116,4 +115,9 @@ def _installed_instrumentors() -> list[BaseInstrumentor]:
         from opentelemetry.instrumentation.logging import LoggingInstrumentor
 
         instrumentors.append(LoggingInstrumentor())  # logging records -> OTel logs
+    for engine, target in ENGINES.items():
+        if instrumentation_disabled(engine) or importlib.util.find_spec(engine) is None:
+            continue
+        module_name, _, class_name = target.partition(":")
+        instrumentors.append(getattr(importlib.import_module(module_name), class_name)())
     return instrumentors

@@ -32,22 +32,19 @@ import time
 from collections.abc import Collection
 from typing import Any
 
-from opentelemetry import metrics, trace
-from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled, unwrap
 from wrapt import wrap_function_wrapper
 
 from reasonflow_otel import semconv
 from reasonflow_otel.guard import report_internal_error
+from reasonflow_otel.instrumentation.base import EngineInstrumentor
 from reasonflow_otel.recorder import FlowGraph, GraphNode, NodeInfo, Recorder, Run, current_run
-from reasonflow_otel.settings import Settings, load_settings
-from reasonflow_otel.version import __version__
 
 ENGINE = "pocketflow"
 _instruments = ("pocketflow >= 0.0.1, < 0.1",)
 
 
-class PocketFlowInstrumentor(BaseInstrumentor):
+class PocketFlowInstrumentor(EngineInstrumentor):
     """Traces and meters every PocketFlow flow, node, batch item and retry.
 
     ``instrument(tracer_provider=..., meter_provider=..., settings=...)``; with no
@@ -57,22 +54,14 @@ class PocketFlowInstrumentor(BaseInstrumentor):
     def instrumentation_dependencies(self) -> Collection[str]:
         return _instruments
 
-    def _instrument(self, **kwargs: Any) -> None:
+    def _wrap(self, recorder: Recorder) -> None:
         import pocketflow
 
-        settings: Settings = kwargs.get("settings") or load_settings()
-        tracer = trace.get_tracer(
-            __name__,
-            __version__,
-            kwargs.get("tracer_provider"),
-            schema_url="https://opentelemetry.io/schemas/1.37.0",
-        )
-        meter = metrics.get_meter(__name__, __version__, kwargs.get("meter_provider"))
-        adapter = _PocketFlowAdapter(Recorder(tracer, meter, settings))
+        adapter = _PocketFlowAdapter(recorder)
         for owner, method, wrapper in adapter.wrappers(pocketflow):
             wrap_function_wrapper(owner, method, wrapper)
 
-    def _uninstrument(self, **kwargs: Any) -> None:
+    def _unwrap(self) -> None:
         import pocketflow
 
         for owner, method, _ in _PocketFlowAdapter.wrappers_of(pocketflow, None):

@@ -8,5 +8,15 @@ from reasonflow_otel.recorder.core import (
     Run,
     current_run,
 )
+from reasonflow_otel.recorder.iteration import traced_async_generator, traced_generator
 
-__all__ = ["FlowGraph", "GraphNode", "NodeInfo", "Recorder", "Run", "current_run"]
+__all__ = [
+    "FlowGraph",
+    "GraphNode",
+    "NodeInfo",
+    "Recorder",
+    "Run",
+    "current_run",
+    "traced_async_generator",
+    "traced_generator",
+]

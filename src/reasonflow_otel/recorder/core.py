@@ -128,6 +128,7 @@ class Run:
     __slots__ = (
         "attempts",
         "batch_size",
+        "context",
         "end_attributes",
         "exec_ended",
         "exec_started",
@@ -159,6 +160,7 @@ class Run:
         self.flow_name = flow_name
         self.span: trace.Span = trace.INVALID_SPAN
         self.token: object | None = None
+        self.context: context.Context | None = None
         self.node_ids: dict[Hashable, str] | None = None
         self.metric_attributes: Mapping[str, Any] | None = None
         self.in_flight: InFlight | None = None
@@ -239,8 +241,14 @@ class Recorder:
         node_key: Hashable = None,
         start_attributes: Mapping[str, Any] | None = None,
         graph: Callable[[], FlowGraph] | None = None,
+        attach: bool = True,
     ) -> Run | None:
-        """Open a span for a flow or node run and make it current."""
+        """Open a span for a flow or node run and make it current.
+
+        With ``attach=False`` the run's context is kept in ``run.context`` and not
+        made current: for runs that span a generator's iteration (see
+        ``reasonflow_otel.recorder.iteration``) or continue in another thread.
+        """
         run: Run | None = None
         try:
             parent_context = context.get_current()
@@ -259,7 +267,7 @@ class Recorder:
                 node_id = parent.node_ids.get(node_key)
                 if node_id is not None:
                     attributes[semconv.NODE_ID] = node_id
-            self._open(run, parent_context, attributes)
+            self._open(run, parent_context, attributes, attach=attach)
             if graph is not None and run.span.is_recording():
                 self._describe_graph(run, graph)
             if run.is_node:
@@ -309,6 +317,8 @@ class Recorder:
         parent_context: context.Context,
         attributes: dict[str, Any],
         span_name: str | None = None,
+        *,
+        attach: bool = True,
     ) -> None:
         if self._drops_unsampled_children and _in_unsampled_local_span(parent_context):
             # The sampler would drop the span: none is made, the parent's stays current.
@@ -323,7 +333,9 @@ class Recorder:
             run_context = context.set_value(
                 _RUN_KEY, run, trace.set_span_in_context(run.span, parent_context)
             )
-        run.token = context.attach(run_context)
+        run.context = run_context
+        if attach:
+            run.token = context.attach(run_context)
         run.started = time.perf_counter()
 
     def _describe_graph(self, run: Run, graph: Callable[[], FlowGraph]) -> None:

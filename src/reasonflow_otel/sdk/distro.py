@@ -27,11 +27,14 @@ class ReasonflowDistro(BaseDistro):
         os.environ.setdefault(OTEL_PYTHON_CONFIGURATOR, "reasonflow")
 
     def load_instrumentor(self, entry_point: Any, **kwargs: Any) -> None:
-        """The contrib's system-metrics entry point starts our curated set, once."""
+        """Instrument once; the contrib's system-metrics entry point starts our curated set."""
         if entry_point.name == process_metrics.ENTRY_POINT:
             process_metrics.start_process_metrics(load_settings())
             return
-        super().load_instrumentor(entry_point, **kwargs)
+        instrumentor = entry_point.load()()
+        if instrumentor.is_instrumented_by_opentelemetry:
+            return  # threading, brought along by an engine instrumentor loaded before it
+        instrumentor.instrument(**kwargs)
 
 
 class ReasonflowConfigurator(_BaseConfigurator):

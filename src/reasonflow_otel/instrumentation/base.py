@@ -1,0 +1,52 @@
+"""What every engine instrumentor shares, so an engine adapter only maps engine calls.
+
+An engine instrumentor subclasses :class:`EngineInstrumentor` and implements
+``_wrap(recorder)`` and ``_unwrap()``; settings, the tracer and meter on the
+providers passed to ``instrument()``, the recorder, and thread context
+propagation are done here once for all engines.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+from opentelemetry import metrics, trace
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
+
+from reasonflow_otel.instrumentation import threads
+from reasonflow_otel.recorder import Recorder
+from reasonflow_otel.settings import Settings, load_settings
+from reasonflow_otel.version import __version__
+
+SCHEMA_URL = "https://opentelemetry.io/schemas/1.37.0"
+
+
+class EngineInstrumentor(BaseInstrumentor, ABC):
+    """``instrument(tracer_provider=..., meter_provider=..., settings=...)``.
+
+    With no providers the global ones are used; with no settings they are read
+    from the environment.
+    """
+
+    def _instrument(self, **kwargs: Any) -> None:
+        settings: Settings = kwargs.get("settings") or load_settings()
+        scope = type(self).__module__
+        tracer = trace.get_tracer(
+            scope, __version__, kwargs.get("tracer_provider"), schema_url=SCHEMA_URL
+        )
+        meter = metrics.get_meter(scope, __version__, kwargs.get("meter_provider"))
+        self._wrap(Recorder(tracer, meter, settings))
+        threads.hold()
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        self._unwrap()
+        threads.release()
+
+    @abstractmethod
+    def _wrap(self, recorder: Recorder) -> None:
+        """Install the engine's wrappers, each reporting to ``recorder``."""
+
+    @abstractmethod
+    def _unwrap(self) -> None:
+        """Remove every wrapper ``_wrap`` installed, restoring the originals exactly."""
