@@ -168,7 +168,9 @@ def _merge_into_view(match: Any, instrument: Histogram, index: int, entries: Ite
                 aggregation.aggregate(_measurement(value, instrument, None), False)
 
 
-def _aggregation_of(match: Any, instrument: Histogram, series: HistogramSeries, value: float) -> Any:
+def _aggregation_of(
+    match: Any, instrument: Histogram, series: HistogramSeries, value: float
+) -> Any:
     """The View's aggregation of the series, found as ``consume_measurement`` finds it.
 
     If the View has none yet (a reader added later), the SDK makes it from this

@@ -118,7 +118,7 @@ class ThreadRusageProbe(RusageProbe):
 
 @functools.cache
 def rusage_cpu_is_fine() -> bool:
-    """Whether ``getrusage(RUSAGE_THREAD)`` CPU times move by microseconds here (once per process)."""
+    """Whether ``getrusage(RUSAGE_THREAD)`` CPU times move by microseconds here (checked once)."""
     if _THREAD is None:
         return False
     readings = set()
