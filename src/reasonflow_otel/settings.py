@@ -171,9 +171,6 @@ class Settings:
 
     # Spans
     phase_spans: bool = _setting(False, parse_bool, "Child spans for prep, exec and post.")
-    phase_durations: bool = _setting(
-        True, parse_bool, "prep, exec and post durations as node span attributes."
-    )
     graph_max_length: int = _setting(
         4096, parse_positive_int, "Longest flow-graph attribute, in characters."
     )

@@ -539,12 +539,9 @@ class Recorder:
             attributes[semconv.BATCH_SIZE] = run.batch_size
         if run.in_flight is not None and self._probe.measures:
             self._probe.annotate(run, attributes)
-        if not (self._settings.phase_durations or self._settings.phase_spans):
-            return
         phases = _phases_reached(run, ended)
-        if self._settings.phase_durations:
-            for phase, (start, end) in phases.items():
-                attributes[_PHASE_DURATIONS[phase]] = end - start
+        for phase, (start, end) in phases.items():
+            attributes[_PHASE_DURATIONS[phase]] = end - start
         if phases and self._settings.phase_spans:
             self._phase_spans(run, phases)
 
