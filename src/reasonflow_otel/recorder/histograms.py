@@ -327,7 +327,7 @@ def _trial() -> tuple[list, list]:
         group.flush()
         data = reader.get_metrics_data()
         points = {
-            metric.name: [_comparable(point) for point in metric.data.data_points]
+            metric.name: [point_summary(point) for point in metric.data.data_points]
             for resource_metrics in data.resource_metrics
             for scope_metrics in resource_metrics.scope_metrics
             for metric in scope_metrics.metrics
@@ -337,10 +337,10 @@ def _trial() -> tuple[list, list]:
         provider.shutdown()
 
 
-def _comparable(point: Any) -> tuple:
+def point_summary(point: Any) -> tuple:
     """What a histogram point says, without its times and exemplars."""
     return (
-        dict(point.attributes),
+        tuple(sorted(point.attributes.items())),
         point.count,
         point.sum,
         point.min,
