@@ -295,16 +295,13 @@ class Recorder:
             flow_name = info.name if info.is_flow else (parent.flow_name if parent else None)
             run = Run(info, parent, flow_name)
             run.owner = owner
-            # Ours come last: a baggage entry cannot overwrite them.
-            attributes = baggage_attributes(parent_context, self._baggage) if self._baggage else {}
-            attributes.update(info.attributes)
-            if start_attributes:
-                attributes.update(start_attributes)
-            if parent is not None and parent.node_ids is not None:
-                node_id = parent.node_ids.get(node_key)
-                if node_id is not None:
-                    attributes[semconv.NODE_ID] = node_id
-            self._open(run, parent_context, attributes, attach=attach)
+            dropped = self._dropped(parent, parent_context)
+            attributes = (
+                {}  # no span will carry them
+                if dropped
+                else self._span_attributes(info, parent, parent_context, node_key, start_attributes)
+            )
+            self._open(run, parent_context, attributes, attach=attach, dropped=dropped)
             if graph is not None and run.span.is_recording():
                 self._describe_graph(run, graph)
             if run.is_node:
@@ -348,6 +345,25 @@ class Recorder:
                 self._close(run)
             return None
 
+    def _span_attributes(
+        self,
+        info: NodeInfo,
+        parent: Run | None,
+        parent_context: context.Context,
+        node_key: Hashable,
+        start_attributes: Mapping[str, Any] | None,
+    ) -> dict[str, Any]:
+        # Ours come last: a baggage entry cannot overwrite them.
+        attributes = baggage_attributes(parent_context, self._baggage) if self._baggage else {}
+        attributes.update(info.attributes)
+        if start_attributes:
+            attributes.update(start_attributes)
+        if parent is not None and parent.node_ids is not None:
+            node_id = parent.node_ids.get(node_key)
+            if node_id is not None:
+                attributes[semconv.NODE_ID] = node_id
+        return attributes
+
     def _open(
         self,
         run: Run,
@@ -356,8 +372,11 @@ class Recorder:
         span_name: str | None = None,
         *,
         attach: bool = True,
+        dropped: bool | None = None,
     ) -> None:
-        if self._dropped(run.parent, parent_context):
+        if dropped is None:
+            dropped = self._dropped(run.parent, parent_context)
+        if dropped:
             # The sampler would drop the span: none is made, the parent's stays current.
             run.unsampled = True
             run_context = context.set_value(_RUN_KEY, run, parent_context)
