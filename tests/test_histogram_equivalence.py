@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import pocketflow
 import pytest
 from opentelemetry.sdk.metrics import Histogram, MeterProvider
 from opentelemetry.sdk.metrics._internal import _view_instrument_match
@@ -23,6 +24,7 @@ from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMet
 from opentelemetry.sdk.metrics.view import View
 
 from reasonflow_otel import semconv
+from reasonflow_otel.instrumentation.pocketflow import PocketFlowInstrumentor
 from reasonflow_otel.recorder.histograms import (
     QUEUE_LIMIT,
     HistogramGroup,
@@ -210,3 +212,33 @@ def test_an_sdk_of_another_shape_gets_every_value_recorded_with_one_log_line(
     assert message.endswith("histograms are recorded one by one (slower, same data)")
     feed(merged, recorded, node_runs(100, seed=6), group)
     assert_same_collections(merged, recorded)
+
+
+class Step(pocketflow.Node):
+    """Does nothing: its runs are counted."""
+
+
+def three_steps() -> pocketflow.Flow:
+    first, second, third = Step(), Step(), Step()
+    first >> second >> third
+    return pocketflow.Flow(start=first)
+
+
+def test_values_queued_before_uninstrument_are_exported_after_instrumenting_again(telemetry):
+    flow = three_steps()
+    for _ in range(5):
+        flow.run({})
+    PocketFlowInstrumentor().uninstrument()
+    flow.run({})  # not instrumented: not counted
+    PocketFlowInstrumentor().instrument(
+        tracer_provider=telemetry.tracer_provider,
+        meter_provider=telemetry.meter_provider,
+        settings=Settings(),
+    )
+    for _ in range(2):
+        flow.run({})
+
+    [point] = telemetry.metric_points(semconv.METRIC_NODE_DURATION)
+    assert point.count == 7 * 3
+    [flow_point] = telemetry.metric_points(semconv.METRIC_FLOW_DURATION)
+    assert flow_point.count == 7
