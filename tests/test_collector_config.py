@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
+from support.config_blocks import uncommented_blocks
 from support.prometheus import (
     check_promql,
     dashboard_queries,
@@ -43,6 +44,7 @@ DASHBOARD = CONFIG_DIR / "grafana" / "dashboards" / "workflows.json"
 DATASOURCES = CONFIG_DIR / "grafana" / "provisioning" / "datasources" / "datasources.yaml"
 DASHBOARD_PROVIDERS = CONFIG_DIR / "grafana" / "provisioning" / "dashboards" / "dashboards.yaml"
 README = CONFIG_DIR / "README.md"
+ALERTS_DOC = REPO / "docs" / "alerts.md"
 
 COLLECTOR_CONFIGS = [SINGLE, AGENT, GATEWAY]
 
@@ -54,6 +56,7 @@ PINNED_IMAGES = {
     "jaegertracing/jaeger": "2.22.0",
     "prom/prometheus": "v3.15.0",
     "grafana/grafana": "13.2.3",
+    "prom/alertmanager": "v0.35.1",
 }
 
 # Component type names of otelcol-contrib 0.162.0 that these configs may use, with the signals
@@ -256,26 +259,6 @@ def pipelines_with(config: Mapping[str, Any], component_id: str) -> list[str]:
         for pipeline_id, pipeline in config["service"]["pipelines"].items()
         if any(component_id in (pipeline.get(role) or []) for role in pipeline)
     ]
-
-
-def uncommented_blocks(path: Path, first_line: str) -> list[dict[str, Any]]:
-    """The YAML of each commented-out block: a line ``# first_line`` and its indented lines."""
-    lines = path.read_text().splitlines()
-    blocks = []
-    for start, line in enumerate(lines):
-        if line.strip() != f"# {first_line}":
-            continue
-        prefix = line[: line.index("#")]
-        block = [line.replace("# ", "", 1)]
-        for following in lines[start + 1 :]:
-            if following.strip() == "#":
-                block.append("")
-            elif following.startswith(prefix + "#   "):
-                block.append(following.replace("# ", "", 1))
-            else:
-                break
-        blocks.append(yaml.safe_load("\n".join(block)))
-    return blocks
 
 
 # --- The checker itself ------------------------------------------------------------------------
@@ -617,7 +600,7 @@ def test_compose_pins_every_image_and_mounts_existing_files(path):
 
 def test_compose_wires_collector_jaeger_prometheus_and_grafana():
     services = compose_services(COMPOSE)
-    assert set(services) == {"otel-collector", "jaeger", "prometheus", "grafana"}
+    assert set(services) == {"otel-collector", "jaeger", "prometheus", "alertmanager", "grafana"}
     collector = services["otel-collector"]
     assert collector["image"] == COLLECTOR_IMAGE
     assert {"4317:4317", "4318:4318"} <= set(collector["ports"])
@@ -670,13 +653,13 @@ def test_promtool_check_config(path):
     result = run_promtool("check", "config", str(path))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS: 1 rule files found" in result.stdout
-    assert "SUCCESS: 12 rules found" in result.stdout
+    assert "SUCCESS: 17 rules found" in result.stdout
 
 
 def test_promtool_check_rules():
     result = run_promtool("check", "rules", str(RULES))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 12 rules found" in result.stdout
+    assert "SUCCESS: 17 rules found" in result.stdout
 
 
 def test_promtool_test_rules():
@@ -690,30 +673,35 @@ def alert_rules() -> dict[str, dict[str, Any]]:
     return {r["alert"]: r for g in groups for r in g["rules"] if "alert" in r}
 
 
-def test_alerts_cover_error_ratio_and_p95_latency_with_a_traffic_floor():
+def test_alerts_cover_errors_latency_retries_stopped_flows_and_the_collector():
     alerts = alert_rules()
-    assert set(alerts) == {
-        "ReasonflowNodeErrorRatioHigh",
-        "ReasonflowFlowErrorRatioHigh",
-        "ReasonflowNodeLatencyP95High",
-        "ReasonflowFlowLatencyP95High",
+    assert {name: rule["labels"]["severity"] for name, rule in alerts.items()} == {
+        "ReasonflowNodeErrorRatioHigh": "warning",
+        "ReasonflowFlowErrorRatioHigh": "critical",
+        "ReasonflowNodeLatencyP95High": "warning",
+        "ReasonflowFlowLatencyP95High": "warning",
+        "ReasonflowNodeRetriesHigh": "warning",
+        "ReasonflowFlowStopped": "critical",
+        "ReasonflowCollectorDroppingData": "warning",
     }
+    floored = {
+        name
+        for name, rule in alerts.items()
+        if re.search(r"and reasonflow:(node|flow)_runs:rate5m \* 300 >= \d+", rule["expr"])
+    }
+    assert floored == set(alerts) - {"ReasonflowFlowStopped", "ReasonflowCollectorDroppingData"}
     for name, rule in alerts.items():
-        assert re.search(r"and reasonflow:(node|flow)_runs:rate5m \* 300 >= \d+", rule["expr"]), (
-            name
-        )
-        assert rule["labels"]["severity"] == "warning"
-        assert {"summary", "description"} <= set(rule["annotations"])
+        assert {"summary", "description"} <= set(rule["annotations"]), name
     tested = set(re.findall(r"alertname: (\w+)", RULES_TEST.read_text()))
     assert tested == set(alerts)
 
 
-def test_alert_thresholds_are_documented_in_the_rules_and_readme():
+def test_alert_thresholds_are_documented_in_the_rules_and_docs():
     header = RULES.read_text().split("groups:")[0]
-    readme = README.read_text()
+    docs = ALERTS_DOC.read_text()
     for name in alert_rules():
         assert name in header
-        assert name in readme
+        assert f"`{name}`" in docs
 
 
 # --- Grafana ------------------------------------------------------------------------------------
@@ -845,6 +833,12 @@ def test_relaxed_alert_expressions_only_drop_the_thresholds():
         "and reasonflow:node_runs:rate5m * 300 >= 0",
         "ReasonflowFlowLatencyP95High": "reasonflow:flow_duration_seconds:p95_5m >= 0 "
         "and reasonflow:flow_runs:rate5m * 300 >= 0",
+        "ReasonflowNodeRetriesHigh": "reasonflow:node_retries:rate5m / reasonflow:node_runs:rate5m "
+        ">= 0 and reasonflow:node_runs:rate5m * 300 >= 0",
+        "ReasonflowFlowStopped": "avg_over_time(reasonflow:flow_runs:rate5m[1h] offset 15m) * 3600 "
+        ">= 0 unless on (job, gen_ai_workflow_name) reasonflow:flow_runs:rate5m >= 0",
+        "ReasonflowCollectorDroppingData": "sum by (job, instance, exporter, receiver) "
+        "(rate(otelcol:lost_items:total[5m])) >= 0",
     }
 
 
@@ -871,7 +865,9 @@ def test_every_yaml_and_json_file_parses():
         if p.suffix in {".yaml", ".yml", ".json"}
     )
     assert files == [
+        "alertmanager/alertmanager.yml",
         "compose.yaml",
+        "grafana/dashboards/alerts.json",
         "grafana/dashboards/workflows.json",
         "grafana/provisioning/dashboards/dashboards.yaml",
         "grafana/provisioning/datasources/datasources.yaml",

@@ -19,6 +19,7 @@ from typing import Any
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
 import reasonflow_otel.sdk.preflight  # noqa: F401  (first: checks OTEL_* before the SDK reads them)
+from reasonflow_otel.decorators import node, step, workflow
 from reasonflow_otel.guard import report_internal_error
 from reasonflow_otel.propagation import (
     child_environment,
@@ -38,7 +39,10 @@ __all__ = [
     "inject",
     "instrument",
     "instrumented_engines",
+    "node",
+    "step",
     "uninstrument",
+    "workflow",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -46,7 +50,10 @@ _logger = logging.getLogger(__name__)
 # Engine module -> its instrumentor; an engine counts only when it is importable.
 ENGINES = {
     "pocketflow": "reasonflow_otel.instrumentation.pocketflow:PocketFlowInstrumentor",
+    "reasonflow_methods": "reasonflow_otel.instrumentation.methods:MethodsInstrumentor",
 }
+# Instrumentors that need no engine installed (by-name tracing and the decorators).
+ENGINE_FREE = frozenset({"reasonflow_methods"})
 
 _lock = threading.Lock()
 _active: list[BaseInstrumentor] = []
@@ -116,8 +123,12 @@ def _installed_instrumentors() -> list[BaseInstrumentor]:
 
         instrumentors.append(LoggingInstrumentor())  # logging records -> OTel logs
     for engine, target in ENGINES.items():
-        if instrumentation_disabled(engine) or importlib.util.find_spec(engine) is None:
+        if instrumentation_disabled(engine) or not _engine_installed(engine):
             continue
         module_name, _, class_name = target.partition(":")
         instrumentors.append(getattr(importlib.import_module(module_name), class_name)())
     return instrumentors
+
+
+def _engine_installed(engine: str) -> bool:
+    return engine in ENGINE_FREE or importlib.util.find_spec(engine) is not None

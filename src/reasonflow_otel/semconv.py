@@ -7,6 +7,8 @@ The README's telemetry tables are written from this module.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from typing import Final
 
 # --- Span names -------------------------------------------------------------
@@ -80,7 +82,11 @@ METRIC_NODE_CPU_TIME: Final = "reasonflow.node.cpu_time"
 METRIC_NODE_MEMORY_GROWTH: Final = "reasonflow.node.memory.growth"
 
 # Attributes a metric point may carry: low cardinality only, never ids or payloads.
-METRIC_ATTRIBUTES: Final = frozenset({ENGINE, GEN_AI_WORKFLOW_NAME, NODE_NAME, ERROR_TYPE})
+# A user-given grouping of flows and nodes (e.g. ``ai_provider``), kept few by design.
+CATEGORY: Final = "reasonflow.category"
+METRIC_ATTRIBUTES: Final = frozenset(
+    {ENGINE, GEN_AI_WORKFLOW_NAME, NODE_NAME, ERROR_TYPE, CATEGORY}
+)
 
 # --- Process metrics (opentelemetry-instrumentation-system-metrics) ------------------
 # The curated set started by default; the instruments are the contrib's, never ours.
@@ -94,3 +100,27 @@ METRIC_GC_COLLECTED_OBJECTS: Final = "cpython.gc.collected_objects"
 METRIC_GC_UNCOLLECTABLE_OBJECTS: Final = "cpython.gc.uncollectable_objects"
 # The one attribute kept on the GC metrics (the contrib also sends a deprecated copy).
 CPYTHON_GC_GENERATION: Final = "cpython.gc.generation"
+
+# --- Engine-neutral callables (by name, decorators, step) ------------------------------
+# The reasonflow.engine value of functions traced by name or by decorator.
+ENGINE_PYTHON: Final = "python"
+
+# --- GenAI conventions, opt-in (OTEL_SEMCONV_STABILITY_OPT_IN=gen_ai_latest_experimental) --
+# Development status in open-telemetry/semantic-conventions-genai; not imported from the
+# deprecated incubating constants. Node spans follow the invoke_node proposal.
+SEMCONV_OPT_IN_VARIABLE: Final = "OTEL_SEMCONV_STABILITY_OPT_IN"
+SEMCONV_GEN_AI_LATEST: Final = "gen_ai_latest_experimental"
+OPERATION_INVOKE_NODE: Final = "invoke_node"
+GEN_AI_NODE_NAME: Final = "gen_ai.node.name"
+METRIC_GEN_AI_INVOKE_WORKFLOW_DURATION: Final = "gen_ai.invoke_workflow.duration"
+
+
+def gen_ai_latest_experimental(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether ``OTEL_SEMCONV_STABILITY_OPT_IN`` asks for the latest GenAI conventions."""
+    value = (os.environ if environ is None else environ).get(SEMCONV_OPT_IN_VARIABLE, "")
+    return SEMCONV_GEN_AI_LATEST in (part.strip() for part in value.split(","))
+
+
+def node_span_name(node_name: str) -> str:
+    """`invoke_node {NodeName}`, the proposed GenAI name for a node run (opt-in only)."""
+    return f"{OPERATION_INVOKE_NODE} {node_name}"

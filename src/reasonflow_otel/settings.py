@@ -53,6 +53,8 @@ DEFAULT_DURATION_BUCKETS = (
 
 RESOURCE_PROBES = ("none", "rusage", "psutil")
 CAPTURE_PHASES = ("prep", "exec", "post", "shared")
+KEEP_ALL = "all"
+KEEP_RULES = ("errors", "slow", "ratio")
 
 
 class SettingError(ValueError):
@@ -127,6 +129,26 @@ def parse_buckets(text: str) -> tuple[float, ...]:
     if list(buckets) != sorted(set(buckets)):
         raise SettingError("expected strictly increasing numbers")
     return buckets
+
+
+def parse_seconds(text: str) -> float:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise SettingError("expected a number of seconds") from None
+    if not math.isfinite(value) or value < 0:
+        raise SettingError("expected a finite, non-negative number of seconds")
+    return value
+
+
+def parse_keep_traces(text: str) -> tuple[str, ...]:
+    """``all``, or one or more of the tail-sampling rules (a trace is kept if any keeps it)."""
+    values = tuple(name.lower() for name in parse_names(text))
+    if values == (KEEP_ALL,):
+        return values
+    if not values or any(value not in KEEP_RULES for value in values):
+        raise SettingError(f"expected {KEEP_ALL}, or some of {', '.join(KEEP_RULES)}")
+    return values
 
 
 def choice(*allowed: str) -> Callable[[str], str]:
@@ -226,6 +248,28 @@ class Settings:
     )
     redact_patterns: tuple[str, ...] = _setting(
         (), parse_patterns, "Extra regular expressions whose matches are redacted."
+    )
+    # Any engine: callables traced by name
+    trace_methods: tuple[str, ...] = _setting(
+        (),
+        parse_names,
+        "Callables to trace, comma-separated: module:qualified.name, optionally =workflow "
+        "or =node (the default).",
+    )
+    # Tracking policies: which finished traces are exported (decided in-process)
+    keep_traces: tuple[str, ...] = _setting(
+        (KEEP_ALL,),
+        parse_keep_traces,
+        "Traces to export: all, or some of errors, slow, ratio (kept if any rule keeps it).",
+    )
+    slow_trace_seconds: float = _setting(
+        1.0, parse_seconds, "The slow rule keeps traces whose local root lasts this long."
+    )
+    keep_ratio: float = _setting(
+        0.1, parse_ratio, "The share of traces the ratio rule keeps, chosen by trace id."
+    )
+    keep_buffer_spans: int = _setting(
+        5_000, parse_positive_int, "Most spans held while their trace awaits its decision."
     )
 
     @classmethod

@@ -7,14 +7,16 @@ as child processes with an environment free of the caller's telemetry settings.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+METRICS_APP = REPOSITORY / "tests" / "apps" / "metrics_app.py"
 
 
 def clean_environment(**settings: str) -> dict[str, str]:
@@ -52,3 +54,29 @@ def stop_process(process: subprocess.Popen, timeout: float = 15) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout=timeout)
+
+
+@contextlib.contextmanager
+def running_metrics_app(
+    port: int, log_path: Path, *, service: str, seconds: float = 300
+) -> Iterator[subprocess.Popen[bytes]]:
+    """tests/apps/metrics_app.py serving its metrics for Prometheus on 127.0.0.1:``port``."""
+    environ = clean_environment(
+        OTEL_SERVICE_NAME=service,
+        OTEL_METRICS_EXPORTER="prometheus",
+        OTEL_EXPORTER_PROMETHEUS_HOST="127.0.0.1",
+        OTEL_EXPORTER_PROMETHEUS_PORT=str(port),
+        OTEL_TRACES_EXPORTER="none",
+        OTEL_LOGS_EXPORTER="none",
+    )
+    with log_path.open("w") as log:
+        app = subprocess.Popen(
+            [sys.executable, str(METRICS_APP), "--seconds", str(seconds)],
+            env=environ,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield app
+    finally:
+        stop_process(app)

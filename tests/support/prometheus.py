@@ -43,7 +43,7 @@ GRAFANA_TEST_VARIABLES: Mapping[str, str] = {
 }
 
 
-def find_binary(name: str) -> str:
+def find_binary(name: str, install_hint: str = INSTALL_HINT) -> str:
     """The path of ``name`` on PATH.
 
     Missing, it fails the test in CI (``CI`` set: .ci/run installs it) and skips it
@@ -51,10 +51,7 @@ def find_binary(name: str) -> str:
     """
     path = shutil.which(name)
     if path is None:
-        message = (
-            f"`{name}` is not installed. Install Prometheus and promtool with "
-            f"`{INSTALL_HINT}` (Debian's prometheus package ships both)."
-        )
+        message = f"`{name}` is not installed. Install it with `{install_hint}` (Debian)."
         if os.environ.get("CI"):
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
@@ -188,16 +185,19 @@ class PrometheusClient:
         return list(self.get("/api/v1/targets")["activeTargets"])
 
     def wait_for(self, description: str, check: Callable[[], Any], timeout: float = 60.0) -> Any:
-        """Poll ``check`` until it returns something truthy, at most ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        last: Any = None
-        while True:
-            last = check()
-            if last:
-                return last
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout}s waiting for {description}")
-            time.sleep(0.5)
+        return wait_for(description, check, timeout)
+
+
+def wait_for(description: str, check: Callable[[], Any], timeout: float = 60.0) -> Any:
+    """Poll ``check`` until it returns something truthy, at most ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        last = check()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {description}")
+        time.sleep(0.5)
 
 
 def write_config(
@@ -207,9 +207,13 @@ def write_config(
     job: str,
     rule_files: Sequence[Path] = (),
     scrape_interval: str = "1s",
+    alertmanager: str | None = None,
 ) -> Path:
-    """A Prometheus config scraping 127.0.0.1:``target_port`` every ``scrape_interval``."""
-    config = {
+    """A Prometheus config scraping 127.0.0.1:``target_port`` every ``scrape_interval``.
+
+    With ``alertmanager`` (``host:port``), firing alerts are sent there.
+    """
+    config: dict[str, Any] = {
         "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
         "rule_files": [str(path) for path in rule_files],
         "scrape_configs": [
@@ -221,6 +225,8 @@ def write_config(
             }
         ],
     }
+    if alertmanager:
+        config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}
     path = directory / "prometheus.yml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
@@ -235,54 +241,66 @@ def running_prometheus(
     rule_files: Sequence[Path] = (),
     scrape_interval: str = "1s",
     start_timeout: float = 60.0,
+    alertmanager: str | None = None,
 ) -> Iterator[PrometheusClient]:
     """Start a real Prometheus scraping ``target_port``; yield its client; stop it at the end."""
     binary = find_binary("prometheus")
     work_dir.mkdir(parents=True, exist_ok=True)
     config = write_config(
-        work_dir, target_port, job=job, rule_files=rule_files, scrape_interval=scrape_interval
+        work_dir,
+        target_port,
+        job=job,
+        rule_files=rule_files,
+        scrape_interval=scrape_interval,
+        alertmanager=alertmanager,
     )
     port = free_port()
-    log_path = work_dir / "prometheus.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={work_dir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--enable-feature=exemplar-storage",
-                "--log.level=warn",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        client = PrometheusClient(f"http://127.0.0.1:{port}")
-        _wait_ready(client, process, log_path, start_timeout)
+    client = PrometheusClient(f"http://127.0.0.1:{port}")
+    command = [
+        binary,
+        f"--config.file={config}",
+        f"--storage.tsdb.path={work_dir / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--enable-feature=exemplar-storage",
+        "--log.level=warn",
+    ]
+    with running_server(command, client.base_url, work_dir / "prometheus.log", start_timeout):
         yield client
+
+
+@contextlib.contextmanager
+def running_server(
+    command: Sequence[str], base_url: str, log_path: Path, start_timeout: float
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a Prometheus-family server until its ``/-/ready`` answers 200; stop it at the end."""
+    with log_path.open("w") as log:
+        process = subprocess.Popen(list(command), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait_ready(base_url, process, log_path, start_timeout)
+        yield process
     finally:
         stop_process(process)
 
 
 def _wait_ready(
-    client: PrometheusClient, process: subprocess.Popen[bytes], log_path: Path, timeout: float
+    base_url: str, process: subprocess.Popen[bytes], log_path: Path, timeout: float
 ) -> None:
+    name = Path(str(process.args[0])).name
     deadline = time.monotonic() + timeout
     while True:
         if process.poll() is not None:
             raise AssertionError(
-                f"prometheus exited with {process.returncode}:\n{log_path.read_text()[-3000:]}"
+                f"{name} exited with {process.returncode}:\n{log_path.read_text()[-3000:]}"
             )
         try:
-            with urllib.request.urlopen(f"{client.base_url}/-/ready", timeout=2) as response:
+            with urllib.request.urlopen(f"{base_url}/-/ready", timeout=2) as response:
                 if response.status == 200:
                     return
         except OSError:
             pass
         if time.monotonic() > deadline:
             raise AssertionError(
-                f"prometheus not ready after {timeout}s:\n{log_path.read_text()[-3000:]}"
+                f"{name} not ready after {timeout}s:\n{log_path.read_text()[-3000:]}"
             )
         time.sleep(0.2)
 

@@ -3,7 +3,9 @@
 An engine instrumentor subclasses :class:`EngineInstrumentor` and implements
 ``_wrap(recorder)`` and ``_unwrap()``; settings, the tracer and meter on the
 providers passed to ``instrument()``, the recorder, and thread context
-propagation are done here once for all engines.
+propagation are done here once for all engines. Spans carry the adapter's
+module as their instrumentation scope; metrics share one scope, so engines
+instrumented side by side record into the same instruments.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from reasonflow_otel.settings import Settings, load_settings
 from reasonflow_otel.version import __version__
 
 SCHEMA_URL = "https://opentelemetry.io/schemas/1.37.0"
+METER_SCOPE = "reasonflow_otel"
 
 
 class EngineInstrumentor(BaseInstrumentor, ABC):
@@ -35,7 +38,8 @@ class EngineInstrumentor(BaseInstrumentor, ABC):
         tracer = trace.get_tracer(
             scope, __version__, kwargs.get("tracer_provider"), schema_url=SCHEMA_URL
         )
-        meter = metrics.get_meter(scope, __version__, kwargs.get("meter_provider"))
+        # One meter for every engine: the instruments are the same, the engine is an attribute.
+        meter = metrics.get_meter(METER_SCOPE, __version__, kwargs.get("meter_provider"))
         self._wrap(Recorder(tracer, meter, settings))
         threads.hold()
 

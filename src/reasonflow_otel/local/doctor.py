@@ -30,7 +30,7 @@ from opentelemetry.sdk.environment_variables import (
 )
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 
-from reasonflow_otel import ENGINES, __version__
+from reasonflow_otel import ENGINE_FREE, ENGINES, __version__
 from reasonflow_otel.local.store import log_file_for
 from reasonflow_otel.sdk.sampling import build_sampler
 from reasonflow_otel.sdk.setup import Signal, exporter_names
@@ -127,11 +127,12 @@ def connection_problem(url: str) -> str | None:
 
 
 def _check_engines(diagnosis: Diagnosis) -> None:
-    states = [_engine_state(diagnosis, engine, target) for engine, target in ENGINES.items()]
+    engines = {engine: target for engine, target in ENGINES.items() if engine not in ENGINE_FREE}
+    states = [_engine_state(diagnosis, engine, target) for engine, target in engines.items()]
     diagnosis.add("engines", ", ".join(state for state, _ in states))
     if not any(usable for _, usable in states):
         diagnosis.fixes.append(
-            f"No workflow engine will be instrumented: install one ({', '.join(ENGINES)}) "
+            f"No workflow engine will be instrumented: install one ({', '.join(engines)}) "
             "or remove it from OTEL_PYTHON_DISABLED_INSTRUMENTATIONS."
         )
 

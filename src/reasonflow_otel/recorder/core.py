@@ -54,13 +54,18 @@ _CAPTURE_ATTRIBUTES = {
 
 @dataclass(frozen=True)
 class NodeInfo:
-    """What an engine runs, computed once per node class and name."""
+    """What an engine runs, computed once per node class and name.
+
+    ``category`` is an optional, low-cardinality grouping chosen by the user
+    (e.g. ``ai_provider``): it goes on the span and on every metric point.
+    """
 
     engine: str
     name: str
     class_name: str
     kind: str
     is_flow: bool
+    category: str | None = None
     span_name: str = field(init=False)
     attributes: Mapping[str, Any] = field(init=False)
     flow_metric_attributes: Mapping[str, Any] = field(init=False)
@@ -80,6 +85,17 @@ class NodeInfo:
             semconv.ENGINE: self.engine,
             semconv.GEN_AI_WORKFLOW_NAME: self.name,
         }
+        if semconv.gen_ai_latest_experimental():  # the convention's names as well
+            flow_metric_attributes[semconv.GEN_AI_OPERATION_NAME] = (
+                semconv.OPERATION_INVOKE_WORKFLOW
+            )
+            if not self.is_flow:
+                attributes[semconv.GEN_AI_OPERATION_NAME] = semconv.OPERATION_INVOKE_NODE
+                attributes[semconv.GEN_AI_NODE_NAME] = self.name
+                span_name = semconv.node_span_name(self.name)
+        if self.category:
+            attributes[semconv.CATEGORY] = self.category
+            flow_metric_attributes[semconv.CATEGORY] = self.category
         object.__setattr__(self, "span_name", span_name)
         object.__setattr__(self, "attributes", attributes)
         object.__setattr__(self, "flow_metric_attributes", flow_metric_attributes)
@@ -476,6 +492,15 @@ class Recorder:
                 },
             )
 
+    def set_attributes(self, run: Run, attributes: Mapping[str, Any]) -> None:
+        """Attributes the running code adds to its own span (span only, never metrics)."""
+        if not run.span.is_recording():
+            return
+        try:
+            run.span.set_attributes(attributes)
+        except Exception as internal:
+            report_internal_error("setting span attributes", internal)
+
     def attempts_used(self, run: Run, attempts: int) -> None:
         """The exec phase stopped retrying after this many attempts."""
         run.attempts = attempts
@@ -622,6 +647,8 @@ def _node_metric_attributes(info: NodeInfo, parent: Run | None) -> dict[str, Any
     attributes = {semconv.ENGINE: info.engine, semconv.NODE_NAME: info.name}
     if parent is not None and parent.flow_name is not None:
         attributes[semconv.GEN_AI_WORKFLOW_NAME] = parent.flow_name
+    if info.category:
+        attributes[semconv.CATEGORY] = info.category
     return attributes
 
 

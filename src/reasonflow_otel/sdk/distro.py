@@ -34,7 +34,11 @@ class ReasonflowDistro(BaseDistro):
         instrumentor = entry_point.load()()
         if instrumentor.is_instrumented_by_opentelemetry:
             return  # threading, brought along by an engine instrumentor loaded before it
-        instrumentor.instrument(**kwargs)
+        # One distribution ships several engines' instrumentors, so the loader's check of
+        # the distribution says nothing about this one's engine: check it here, and let
+        # the loader skip a missing engine quietly, as it does for contrib packages.
+        kwargs.pop("skip_dep_check", None)
+        instrumentor.instrument(raise_exception_on_conflict=True, **kwargs)
 
 
 class ReasonflowConfigurator(_BaseConfigurator):

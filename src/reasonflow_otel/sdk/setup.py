@@ -45,7 +45,7 @@ from opentelemetry.sdk.metrics.export import (
     PeriodicExportingMetricReader,
 )
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from reasonflow_otel.local.console import ConsoleLogProcessor, ConsoleTreeProcessor
@@ -59,6 +59,7 @@ from reasonflow_otel.sdk.delivery import (
 from reasonflow_otel.sdk.exit import ShutsDown, bound_exit_time, end_by_exit_deadline
 from reasonflow_otel.sdk.process_metrics import start_process_metrics
 from reasonflow_otel.sdk.sampling import build_sampler
+from reasonflow_otel.sdk.tail_sampling import apply_tracking_policy
 from reasonflow_otel.sdk.views import build_views
 from reasonflow_otel.settings import Settings
 
@@ -153,9 +154,12 @@ def _resource(service_name: str | None) -> Resource:
 
 def _tracer_provider(settings: Settings, resource: Resource, names: list[str]) -> TracerProvider:
     provider = TracerProvider(resource=resource, sampler=build_sampler(settings))
+    processors: list[SpanProcessor] = []
     for name, exporter in _exporters("traces", settings):
-        provider.add_span_processor(DeliveryReportingSpanProcessor(name, exporter))
+        processors.append(DeliveryReportingSpanProcessor(name, exporter))
         names.append(name)
+    for processor in apply_tracking_policy(processors, settings):
+        provider.add_span_processor(processor)
     return provider
 
 

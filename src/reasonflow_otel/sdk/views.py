@@ -41,7 +41,7 @@ def build_views(settings: Settings) -> list[View]:
         for name, (aggregation, attribute_keys) in _shapes(settings).items()
         if not is_dropped(name, settings.drop_metrics)
     ]
-    return views
+    return views + _gen_ai_views(settings)
 
 
 def is_dropped(name: str, patterns: Iterable[str]) -> bool:
@@ -66,3 +66,26 @@ def _shapes(settings: Settings) -> dict[str, tuple[Aggregation | None, set[str]]
     for name in _GC_METRICS:  # without the contrib's deprecated `generation` copy
         shapes[name] = (None, {semconv.CPYTHON_GC_GENERATION})
     return shapes
+
+
+def _gen_ai_views(settings: Settings) -> list[View]:
+    """With ``OTEL_SEMCONV_STABILITY_OPT_IN=gen_ai_latest_experimental``, the flow duration
+    is also streamed under the GenAI convention's name: a second View on the instrument,
+    exported as a second metric with the convention's attributes only."""
+    name = semconv.METRIC_GEN_AI_INVOKE_WORKFLOW_DURATION
+    if not semconv.gen_ai_latest_experimental() or is_dropped(name, settings.drop_metrics):
+        return []
+    durations = ExplicitBucketHistogramAggregation(boundaries=settings.duration_buckets)
+    return [
+        View(
+            instrument_name=semconv.METRIC_FLOW_DURATION,
+            name=name,
+            description="Duration of workflow invocations (GenAI semantic conventions).",
+            aggregation=durations,
+            attribute_keys={
+                semconv.GEN_AI_OPERATION_NAME,
+                semconv.GEN_AI_WORKFLOW_NAME,
+                semconv.ERROR_TYPE,
+            },
+        )
+    ]
