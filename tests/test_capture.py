@@ -138,7 +138,7 @@ def test_each_phase_is_captured_only_when_enabled(make_telemetry):
             key: values[key] for key in (semconv.NODE_PREP_RESULT, semconv.NODE_EXEC_RESULT)
         }
         assert captured(telemetry.span(name)) == expected
-    assert captured(telemetry.span("invoke_workflow Flow")) == {}
+    assert captured(telemetry.span("invoke_workflow Flow(Retrieve)")) == {}
 
 
 def test_everything_captured_on_nodes_and_the_flow(make_telemetry):
@@ -147,7 +147,7 @@ def test_everything_captured_on_nodes_and_the_flow(make_telemetry):
 
     for name, values in QA_NODES.items():
         assert captured(telemetry.span(name)) == values
-    assert captured(telemetry.span("invoke_workflow Flow")) == {
+    assert captured(telemetry.span("invoke_workflow Flow(Retrieve)")) == {
         semconv.NODE_POST_RESULT: "null",  # Flow.post returns the last action, Answer's None
         semconv.SHARED_BEFORE: QA_NODES["Retrieve"][semconv.SHARED_BEFORE],
         semconv.SHARED_AFTER: QA_NODES["Answer"][semconv.SHARED_AFTER],

@@ -73,14 +73,14 @@ def test_a_trace_prints_as_a_tree_with_retries_actions_logs_and_a_summary(tree, 
         pocketflow.Flow(start=flaky).run({})
 
     assert normalized(capsys.readouterr().err) == [
-        "invoke_workflow Flow ✗ <t> · error: KeyError: 'missing'",
+        "invoke_workflow Flow(Flaky) ✗ <t> · error: KeyError: 'missing'",
         "├─ Flaky ✓ <t> → done · 1 retry",
         "│    attempt 1 failed: TimeoutError: slow model",
         "│    INFO asking the model",
         "│    INFO asking the model",
         "│    WARN the model was slow …",
         "└─ Broken ✗ <t> · error: KeyError: 'missing'",
-        "Flow: <t> total, 2 nodes run, 1 failed",
+        "Flow(Flaky): <t> total, 2 nodes run, 1 failed",
     ]
 
 
@@ -95,12 +95,12 @@ def test_each_flow_run_prints_once_when_it_ends(tree, capsys):
     flow.run({})
 
     assert normalized(first) == [
-        "invoke_workflow Flow ✓ <t> → default",
+        "invoke_workflow Flow(Step) ✓ <t> → default",
         "└─ Step ✓ <t> → default",
         "     INFO inside: True",
-        "Flow: <t> total, 1 node run, 0 failed",
+        "Flow(Step): <t> total, 1 node run, 0 failed",
     ]
-    assert capsys.readouterr().err.count("invoke_workflow Flow") == 1
+    assert capsys.readouterr().err.count("invoke_workflow Flow(Step)") == 1
 
 
 def test_long_batches_fold_their_plain_items(tree, capsys):
@@ -126,7 +126,7 @@ def test_long_batches_fold_their_plain_items(tree, capsys):
     pocketflow.Flow(start=Items()).run({})
 
     assert normalized(capsys.readouterr().err) == [
-        "invoke_workflow Flow ✓ <t> → default",
+        "invoke_workflow Flow(Items) ✓ <t> → default",
         "└─ Items ✓ <t> → default",
         *[f"   ├─ Items item #{index} ✓ <t>" for index in range(5)],
         "   ├─ Items item #17 ✓ <t> · 1 retry · fallback",
@@ -135,7 +135,7 @@ def test_long_batches_fold_their_plain_items(tree, capsys):
         "   ├─ Items item #23 ✓ <t> · 1 retry",
         "   │    attempt 1 failed: TimeoutError: retry me",
         "   └─ … 23 more items",
-        "Flow: <t> total, 1 node run, 0 failed",
+        "Flow(Items): <t> total, 1 node run, 0 failed",
     ]
 
 
@@ -148,9 +148,9 @@ def test_a_trace_continued_from_a_remote_parent_prints_when_its_local_root_ends(
         context.detach(token)
 
     assert normalized(capsys.readouterr().err) == [
-        "invoke_workflow Flow ✓ <t> → default",
+        "invoke_workflow Flow(Node) ✓ <t> → default",
         "└─ Node ✓ <t> → default",
-        "Flow: <t> total, 1 node run, 0 failed",
+        "Flow(Node): <t> total, 1 node run, 0 failed",
     ]
 
 
@@ -217,9 +217,9 @@ def test_a_stream_that_cannot_encode_the_glyphs_gets_ascii(telemetry):
     stream.write("\n".join(lines))  # raises if anything is not ASCII
 
     assert normalized("\n".join(lines)) == [
-        "invoke_workflow Flow FAILED <t> - error: KeyError: 'missing'",
+        "invoke_workflow Flow(Flaky) FAILED <t> - error: KeyError: 'missing'",
         "|- Flaky ok <t> -> done - 1 retry",
         "|    attempt 1 failed: TimeoutError: slow model",
         "`- Broken FAILED <t> - error: KeyError: 'missing'",
-        "Flow: <t> total, 2 nodes run, 1 failed",
+        "Flow(Flaky): <t> total, 2 nodes run, 1 failed",
     ]

@@ -119,7 +119,7 @@ def test_a_flow_changed_between_runs_gets_its_new_graph(telemetry):
     graphs = [
         json.loads(span.attributes[semconv.FLOW_GRAPH])
         for span in telemetry.spans()
-        if span.name == "invoke_workflow Flow"
+        if span.name == "invoke_workflow Flow(First)"
     ]
     assert [[node["name"] for node in graph["nodes"]] for graph in graphs] == [
         ["First"],

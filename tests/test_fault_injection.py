@@ -353,7 +353,7 @@ def test_a_graph_our_walk_cannot_read_costs_the_graph_attribute_only(make_teleme
     assert instrumented == bare
     assert_context_is_clean()
     assert errors() == {("reading a flow's graph", "AttributeError"): 1}
-    flow = telemetry.span("invoke_workflow Flow")
+    flow = telemetry.span("invoke_workflow Flow(Greet)")
     assert semconv.FLOW_GRAPH not in flow.attributes
     assert [span.name for span in telemetry.children(flow)] == ["Greet"]
 
@@ -461,7 +461,7 @@ def test_a_cancelled_async_node_is_marked_and_leaves_no_context_behind(telemetry
     asyncio.run(main())
 
     assert seen_after == [trace.INVALID_SPAN, None]
-    for name in ("Wait", "invoke_workflow AsyncFlow"):
+    for name in ("Wait", "invoke_workflow AsyncFlow(Wait)"):
         span = telemetry.span(name)
         assert span.attributes[semconv.CANCELLED] is True
         assert span.status.status_code is StatusCode.UNSET

@@ -82,7 +82,7 @@ def test_spans_read_back_as_the_sdk_recorded_them(telemetry, tmp_path):
     assert warnings == []
     assert spans == [span_record(span) for span in telemetry.spans()]
     by_name = {span.name: span for span in spans}
-    flow, flaky, broken = (by_name[n] for n in ("invoke_workflow Flow", "Flaky", "Broken"))
+    flow, flaky, broken = (by_name[n] for n in ("invoke_workflow Flow(Flaky)", "Flaky", "Broken"))
     assert flow.parent_id == ""
     assert flaky.parent_id == broken.parent_id == flow.span_id
     assert len({span.trace_id for span in spans}) == 1
@@ -91,7 +91,7 @@ def test_spans_read_back_as_the_sdk_recorded_them(telemetry, tmp_path):
         (semconv.EVENT_RETRY, "TimeoutError")
     ]
     assert (broken.failed, broken.status_message) == (True, "KeyError: 'missing'")
-    assert flow.flow_name == "Flow" and not flow.is_node
+    assert flow.flow_name == "Flow(Flaky)" and not flow.is_node
     assert flaky.is_node and flaky.flow_name is None
 
 
@@ -102,7 +102,7 @@ def test_a_corrupt_line_is_skipped_with_its_number(telemetry, tmp_path):
 
     spans, warnings = read_all(path)
 
-    assert [span.name for span in spans] == ["Flaky", "Broken", "invoke_workflow Flow"]
+    assert [span.name for span in spans] == ["Flaky", "Broken", "invoke_workflow Flow(Flaky)"]
     assert warnings == [
         f"{path}: line 2 is not valid JSON (Expecting value at character 21); skipped"
     ]
@@ -129,7 +129,7 @@ def test_the_next_run_appends_after_a_cut_line_without_losing_its_spans(telemetr
         file.write(third)
 
     spans, warnings = read_all(path)
-    assert [span.name for span in spans] == ["Flaky", "invoke_workflow Flow"]
+    assert [span.name for span in spans] == ["Flaky", "invoke_workflow Flow(Flaky)"]
     assert len(warnings) == 1
     assert warnings[0].startswith(f"{path}: line 2 is not valid JSON (")
     assert path.read_text().count("\n") == 3
@@ -244,10 +244,10 @@ def test_stats_count_runs_errors_retries_and_failures_per_node_and_flow(telemetr
     report = Stats().add_all(span_record(span) for span in telemetry.spans()).report()
 
     assert report["spans"] == 9
-    assert set(report["flows"]) == {"Flow"}
+    assert set(report["flows"]) == {"Flow(Flaky)"}
     assert set(report["nodes"]) == {"Flaky", "Broken"}
     flow, flaky, broken = (
-        report["flows"]["Flow"],
+        report["flows"]["Flow(Flaky)"],
         report["nodes"]["Flaky"],
         report["nodes"]["Broken"],
     )

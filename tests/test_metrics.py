@@ -404,8 +404,8 @@ def test_memory_growth_is_the_rise_of_the_process_peak(telemetry):
     assert telemetry.span("Allocate").attributes[semconv.NODE_MEMORY_GROWTH] >= 30 * MiB
     assert telemetry.span("Idle").attributes[semconv.NODE_MEMORY_GROWTH] == 0
     growth = by_attributes(telemetry.metric_points(semconv.METRIC_NODE_MEMORY_GROWTH), "sum")
-    assert growth[key(node_attributes("Flow", "Allocate"))] >= 30 * MiB
-    assert growth[key(node_attributes("Flow", "Idle"))] == 0
+    assert growth[key(node_attributes("Flow(Allocate)", "Allocate"))] >= 30 * MiB
+    assert growth[key(node_attributes("Flow(Allocate)", "Idle"))] == 0
     default_span_attributes = set(telemetry.span("Allocate").attributes)
     assert semconv.NODE_DISK_WRITE not in default_span_attributes
     assert semconv.NODE_OPEN_FDS_CHANGE not in default_span_attributes

@@ -60,16 +60,16 @@ def billing_month(node: pocketflow.Node) -> Month:
 
 
 def assert_failed(span: Any, error: BaseException) -> None:
-    """ERROR status with the message, error.type and one escaped exception event."""
+    """ERROR status with the message, error.type and one escaped exception event.
+
+    ``error.type`` names the class as the exception event does.
+    """
     error_type = type(error).__qualname__
     assert span.status.status_code is StatusCode.ERROR
     assert span.status.description == f"{error_type}: {error}"
     assert span.attributes["error.type"] == error_type
     [exception] = events(span, "exception")
-    module = type(error).__module__
-    assert exception["exception.type"] == (
-        error_type if module == "builtins" else f"{module}.{error_type}"
-    )
+    assert exception["exception.type"] == error_type
     assert exception["exception.message"] == str(error)
     assert exception["exception.escaped"] == "True"  # the SDK writes it as a string
 
@@ -101,7 +101,24 @@ def test_an_error_in_any_phase_fails_the_node_and_every_enclosing_flow(telemetry
     assert "reasonflow.node.successor" not in node.attributes
 
 
-def test_an_exception_that_is_not_an_exception_passes_without_retries(telemetry):
+def assert_not_failed(telemetry: Any, *, cancelled: bool) -> None:
+    """The node and both flows ended unset, without error.type on spans or metric points."""
+    for name in ("ParseInvoice", "invoke_workflow Billing", "invoke_workflow Month"):
+        span = telemetry.span(name)
+        assert span.status.status_code is StatusCode.UNSET
+        assert "error.type" not in span.attributes
+        assert events(span, "exception") == []
+        assert span.attributes.get("reasonflow.cancelled", False) is cancelled
+    flows = telemetry.metric_points("reasonflow.flow.duration")
+    nodes = telemetry.metric_points("reasonflow.node.duration")
+    assert sorted(point.attributes["reasonflow.node.name"] for point in nodes) == [
+        "Billing",
+        "ParseInvoice",
+    ]
+    assert [("error.type" in point.attributes) for point in flows + nodes] == [False] * 4
+
+
+def test_a_keyboard_interrupt_passes_untouched_and_is_recorded_like_a_cancellation(telemetry):
     interrupt = KeyboardInterrupt()
     node = ParseInvoice("exec", interrupt, max_retries=3)
 
@@ -109,10 +126,33 @@ def test_an_exception_that_is_not_an_exception_passes_without_retries(telemetry)
         billing_month(node).run({"raw": "x"})
 
     assert raised.value is interrupt
-    span = telemetry.span("ParseInvoice")
-    assert span.status.status_code is StatusCode.ERROR
-    assert span.attributes["error.type"] == "KeyboardInterrupt"
-    assert events(span, "reasonflow.retry") == []
+    assert_not_failed(telemetry, cancelled=True)
+    assert events(telemetry.span("ParseInvoice"), "reasonflow.retry") == []
+
+
+@pytest.mark.parametrize("code", [None, 0])
+def test_a_deliberate_exit_is_not_a_failure(telemetry, code):
+    farewell = SystemExit(code)
+
+    with pytest.raises(SystemExit) as raised:
+        billing_month(ParseInvoice("post", farewell)).run({"raw": "q"})
+
+    assert raised.value is farewell
+    assert_not_failed(telemetry, cancelled=False)
+
+
+@pytest.mark.parametrize("code", [1, 2, "bye"])
+def test_an_exit_with_a_failure_code_is_an_error(telemetry, code):
+    failure = SystemExit(code)
+
+    with pytest.raises(SystemExit) as raised:
+        billing_month(ParseInvoice("exec", failure)).run({"raw": "x"})
+
+    assert raised.value is failure
+    for name in ("ParseInvoice", "invoke_workflow Billing", "invoke_workflow Month"):
+        assert_failed(telemetry.span(name), failure)
+    points = telemetry.metric_points("reasonflow.node.duration")
+    assert [point.attributes["error.type"] for point in points] == ["SystemExit"] * 2
 
 
 # --- Retries and fallbacks -----------------------------------------------------------------
@@ -167,7 +207,7 @@ def test_failed_attempts_that_are_retried_are_events_not_errors(telemetry):
     assert node.attributes["reasonflow.node.attempts"] == 3
     assert node.attributes["reasonflow.node.max_retries"] == 3
     assert node.attributes["reasonflow.node.fallback"] is False
-    assert telemetry.span("invoke_workflow Flow").status.status_code is StatusCode.UNSET
+    assert telemetry.span("invoke_workflow Flow(FetchRates)").status.status_code is StatusCode.UNSET
 
 
 def test_a_run_rescued_by_the_fallback_is_not_an_error(telemetry):
@@ -324,7 +364,7 @@ def test_async_retries_are_events_and_exhausted_retries_fail_every_level(telemet
     assert_failed(failed, raised.value)
     assert failed.attributes["reasonflow.node.attempts"] == 2
     assert failed.attributes["reasonflow.node.fallback"] is False
-    assert_failed(telemetry.span("invoke_workflow AsyncFlow"), raised.value)
+    assert_failed(telemetry.span("invoke_workflow AsyncFlow(AsyncFetchRates)"), raised.value)
 
 
 def test_a_failing_parallel_item_fails_its_own_span_only(telemetry):
@@ -358,4 +398,4 @@ def test_a_failing_parallel_item_fails_its_own_span_only(telemetry):
     ]
     assert_failed(items[1], error)
     assert_failed(node, error)
-    assert_failed(telemetry.span("invoke_workflow AsyncFlow"), error)
+    assert_failed(telemetry.span("invoke_workflow AsyncFlow(OcrPages)"), error)

@@ -171,13 +171,19 @@ def test_a_name_set_on_the_node_wins_over_the_class_name(telemetry):
     classify >> answer
     pocketflow.Flow(start=classify).run({})
 
-    assert outline(telemetry) == ["invoke_workflow Flow", "  classify-intent", "  answer"]
+    assert outline(telemetry) == [
+        "invoke_workflow Flow(classify-intent)",
+        "  classify-intent",
+        "  answer",
+    ]
     classify_span = telemetry.span("classify-intent")
     assert classify_span.attributes["reasonflow.node.name"] == "classify-intent"
     assert classify_span.attributes["reasonflow.node.class"] == "Classify"
     assert classify_span.attributes["reasonflow.node.successor"] == "answer"
     assert telemetry.span("answer").attributes["reasonflow.node.class"] == "Node"
-    graph = json.loads(telemetry.span("invoke_workflow Flow").attributes["reasonflow.flow.graph"])
+    graph = json.loads(
+        telemetry.span("invoke_workflow Flow(classify-intent)").attributes["reasonflow.flow.graph"]
+    )
     assert [node["name"] for node in graph["nodes"]] == ["classify-intent", "answer"]
 
 
@@ -223,7 +229,7 @@ def test_batch_node_has_one_child_span_per_item(telemetry):
 
     assert shared["summaries"] == ["ALPHA", "BETA", "GAMMA"]
     assert outline(telemetry) == [
-        "invoke_workflow Flow",
+        "invoke_workflow Flow(SummarizeChunks)",
         "  SummarizeChunks",
         "    SummarizeChunks item",
         "    SummarizeChunks item",
@@ -367,7 +373,7 @@ def test_flows_nested_three_levels_deep_nest_their_spans(telemetry):
 def test_phase_spans_are_off_by_default(telemetry):
     pocketflow.Flow(start=Draft()).run({})
 
-    assert outline(telemetry) == ["invoke_workflow Flow", "  Draft"]
+    assert outline(telemetry) == ["invoke_workflow Flow(Draft)", "  Draft"]
 
 
 def test_phase_spans_are_children_of_the_node_span_when_enabled(make_telemetry):
@@ -375,7 +381,7 @@ def test_phase_spans_are_children_of_the_node_span_when_enabled(make_telemetry):
     pocketflow.Flow(start=Draft()).run({})
 
     assert outline(telemetry) == [
-        "invoke_workflow Flow",
+        "invoke_workflow Flow(Draft)",
         "  Draft",
         "    prep",
         "    exec",
@@ -391,7 +397,8 @@ def test_phase_spans_are_children_of_the_node_span_when_enabled(make_telemetry):
 # --- Threads started inside a node -----------------------------------------------------
 
 
-def test_threads_started_in_a_node_keep_the_node_span_as_parent(telemetry, threading_instrumented):
+def test_threads_started_in_a_node_keep_the_node_span_as_parent(telemetry):
+    """With the instrumentor alone (no ``instrument()``), threading propagation comes along."""
     tracer = telemetry.tracer_provider.get_tracer("app")
 
     def lookup(key: str) -> str:

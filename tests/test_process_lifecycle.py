@@ -187,6 +187,17 @@ def test_pool_workers_export_their_spans_and_keep_the_default_sigterm(receiver):
     )
 
 
+def test_workers_of_a_pool_left_by_with_deliver_each_flow_before_termination(receiver):
+    """Each worker flushes when a top-level flow run ends, so terminate() loses nothing."""
+    stdout = run_app("terminated-pool", receiver)
+
+    assert stdout.splitlines() == ["pool results [0, 1, 2, 3]", "done"]
+    spans = receiver.wait_for_spans(12)
+    assert names(spans) == flow_spans(
+        "Warmup", "PoolTask0", "PoolTask1", "PoolTask2", "PoolTask3", "ParentAfterPool"
+    )
+
+
 def test_uninstrument_during_a_flow_ends_its_spans_and_instrument_resumes(grpc_receiver):
     stdout = run_app("uninstrument-mid-flow", grpc_receiver)
 

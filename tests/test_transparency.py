@@ -8,6 +8,9 @@ warnings and exceptions must be the same.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -30,6 +33,7 @@ class Outcome:
     trail: Trail
     warnings: list[tuple[type[Warning], str]]
     error: tuple[type[BaseException], tuple[Any, ...]] | None
+    stdout: str
 
 
 def observe(scenario: Scenario) -> Outcome:
@@ -37,14 +41,15 @@ def observe(scenario: Scenario) -> Outcome:
     trail: Trail = []
     shared: dict[str, Any] = {}
     result, error = None, None
-    with warnings.catch_warnings(record=True) as caught:
+    stdout = io.StringIO()
+    with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(stdout):
         warnings.simplefilter("always")
         try:
             result = scenario(trail, shared)
         except Exception as raised:
             error = (type(raised), raised.args)
     seen = [(warning.category, str(warning.message)) for warning in caught]
-    return Outcome(result, shared, trail, seen, error)
+    return Outcome(result, shared, trail, seen, error, stdout.getvalue())
 
 
 class Step(pocketflow.Node):
@@ -251,6 +256,43 @@ def unhashable_action(trail: Trail, shared: dict[str, Any]) -> Any:
     return pocketflow.Flow(start=route).run(shared)
 
 
+def quit_on_q(trail: Trail, shared: dict[str, Any]) -> Any:
+    """The usual chat loop: "q" calls ``sys.exit(0)`` from a node; the app catches it."""
+
+    class Prompt(Step):
+        def exec(self, shared: dict[str, Any]) -> str:
+            super().exec(shared)
+            answer = shared.setdefault("inputs", ["hello", "weather?", "q"]).pop(0)
+            if answer == "q":
+                print("bye")
+                sys.exit(0)
+            print(f"you said {answer}")
+            return "again"
+
+    prompt = Prompt(trail, "prompt")
+    prompt - "again" >> prompt
+    try:
+        pocketflow.Flow(start=prompt).run(shared)
+    except SystemExit as exit_:
+        return ("exit", exit_.code)
+    return None
+
+
+def interrupted(trail: Trail, shared: dict[str, Any]) -> Any:
+    """Ctrl-C in a node: the same KeyboardInterrupt reaches the app, no retry is made."""
+
+    class Wait(Step):
+        def exec(self, shared: dict[str, Any]) -> None:
+            super().exec(shared)
+            raise KeyboardInterrupt
+
+    try:
+        pocketflow.Flow(start=Wait(trail, "wait", max_retries=3)).run(shared)
+    except KeyboardInterrupt as interrupt:
+        return ("interrupted", interrupt.args)
+    return None
+
+
 SCENARIOS = [
     support_chat,
     retries_then_success,
@@ -266,6 +308,8 @@ SCENARIOS = [
     async_node_with_successors_run_alone,
     async_node_in_sync_flow,
     unhashable_action,
+    quit_on_q,
+    interrupted,
 ]
 
 
@@ -316,6 +360,10 @@ def test_the_scenarios_cover_what_they_claim():
     ]
     assert observe(async_node_in_sync_flow).error == (RuntimeError, ("Use run_async.",))
     assert observe(unhashable_action).error == (TypeError, ("unhashable type: 'list'",))
+    quit = observe(quit_on_q)
+    assert (quit.result, quit.stdout) == (("exit", 0), "you said hello\nyou said weather?\nbye\n")
+    assert observe(interrupted).result == ("interrupted", ())
+    assert observe(interrupted).trail == ["wait.prep", "wait.exec#0"]
 
 
 # --- Waiting between retries --------------------------------------------------------------

@@ -52,6 +52,9 @@ BATCH_INDEX: Final = "reasonflow.batch.index"
 FLOW_GRAPH: Final = "reasonflow.flow.graph"
 PARAMS_PREFIX: Final = "reasonflow.params."
 CANCELLED: Final = "reasonflow.cancelled"
+# A routing miss: the node returned an action it has no successor for (the flow ends).
+NODE_ROUTING_MISS: Final = "reasonflow.node.routing_miss"
+NODE_AVAILABLE_ACTIONS: Final = "reasonflow.node.available_actions"
 # Opt-in payloads (Settings.capture), redacted and bounded. No GenAI convention
 # fits: gen_ai.input/output.messages are chat messages, not arbitrary values.
 NODE_PREP_RESULT: Final = "reasonflow.node.prep.result"
@@ -68,6 +71,9 @@ EVENT_EXCEPTION: Final = "exception"
 EVENT_RETRY: Final = "reasonflow.retry"
 EVENT_FALLBACK: Final = "reasonflow.fallback"
 ATTEMPT: Final = "reasonflow.attempt"
+EVENT_ROUTING_MISS: Final = "reasonflow.routing_miss"
+# The fallback raised: the last attempt's error, which the run's exception replaced.
+EVENT_FALLBACK_FAILED: Final = "reasonflow.fallback_failed"
 
 # --- Phase child spans (opt-in) --------------------------------------------------
 PHASES: Final = ("prep", "exec", "post")

@@ -122,6 +122,14 @@ def multiprocessing_pool() -> None:
     run_flow("ParentAfterPool")
 
 
+def terminated_pool() -> None:
+    """The usual idiom: leaving ``with Pool(...)`` terminates the workers."""
+    warm_up()
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        say(f"pool results {[index for index, _ in pool.map(pool_task, range(4))]}")
+    run_flow("ParentAfterPool")
+
+
 def uninstrument_mid_flow() -> None:
     result = run_flow("Uninstrumented", reasonflow_otel.uninstrument, steps=3)
     say(f"result {result!r}, context clean {trace.get_current_span() is trace.INVALID_SPAN}")
@@ -136,6 +144,7 @@ SCENARIOS: dict[str, Callable[[], None]] = {
     "os-fork": os_fork,
     "multiprocessing-fork": multiprocessing_fork,
     "multiprocessing-pool": multiprocessing_pool,
+    "terminated-pool": terminated_pool,
     "uninstrument-mid-flow": uninstrument_mid_flow,
 }
 

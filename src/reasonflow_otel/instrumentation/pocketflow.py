@@ -1,47 +1,54 @@
 """PocketFlow adapter: the only module that knows PocketFlow's internals.
 
-PocketFlow's ``Flow`` runs a ``copy.copy`` of every node, so wrapping instances
-would miss every run; all wrapping is done once on the classes, with wrapt (so
-wrapped async methods still look like coroutine functions), and undone by
-``uninstrument()``:
+The engine's own code runs: no loop of PocketFlow's (retries, batches,
+orchestration) is copied here. Wrappers only observe the calls the engine makes,
+on classes (``Flow`` runs a ``copy.copy`` of every node, and a batch node may run
+items on a thread pool):
 
-========================================  ==========================================
-PocketFlow method                         what it becomes
-========================================  ==========================================
-``BaseNode._run``, ``Flow._run``,         one span per node or flow run
-``BatchFlow._run`` and the async
-``_run_async`` variants
-``Flow._orch``, ``AsyncFlow._orch_async`` one child span per parameter set of a batch
-                                          flow
-``BaseNode._exec``, ``BatchNode._exec``   the exec phase boundary (phase durations),
-and async batch variants                  batch size
-``Node._exec``, ``AsyncNode._exec``       the retry loop: attempts, retry events,
-                                          fallback; one child span per batch item
-========================================  ==========================================
+================================================  ============================================
+method                                            what it becomes
+================================================  ============================================
+``_run`` / ``_run_async`` of ``BaseNode``,        one span per node or flow run
+``Flow``, ``BatchFlow``, ``AsyncNode`` and the
+async flows (at ``instrument()``)
+``Flow._orch``, ``AsyncFlow._orch_async``         one child span per parameter set of a
+(at ``instrument()``)                             batch flow
+``_exec`` of every class a node's class           the outermost call brackets the exec phase;
+inherits it from (at the first run of the         in a batch node, each inner call with
+class)                                            another argument is one item span
+``exec``, ``exec_async``, ``exec_fallback``,      attempts: an ``exec`` call that raised and
+``exec_fallback_async`` of every class that       is followed by another is a retry; a
+defines them (at the first run of the class)      fallback call ends the attempts
+================================================  ============================================
 
-PocketFlow keeps the retry counter in a local variable, so the two retry loops
-are run here with the same statements as the engine's (pocketflow/__init__.py,
-``Node._exec`` and ``AsyncNode._exec``) plus calls to the recorder; the tests
-compare results, routing and exceptions with the bare engine side by side.
+What a run needs between those calls (attempts so far, the pending error, the
+exec phase in progress) lives in a per-run state; with no run in progress
+anywhere, every wrapper's first test sends it straight to the original.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
+import threading
 from collections.abc import Collection
 from typing import Any
 
-from opentelemetry.instrumentation.utils import is_instrumentation_enabled, unwrap
-from wrapt import wrap_function_wrapper
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 
 from reasonflow_otel import semconv
-from reasonflow_otel.guard import report_internal_error
+from reasonflow_otel.guard import report_internal_error, safe_str
 from reasonflow_otel.instrumentation.base import EngineInstrumentor
+from reasonflow_otel.instrumentation.wrapping import ClassWrappers, bracket
 from reasonflow_otel.recorder import FlowGraph, GraphNode, NodeInfo, Recorder, Run, current_run
 
 ENGINE = "pocketflow"
 _instruments = ("pocketflow >= 0.0.1, < 0.1",)
+# Methods wrapped where a node's class (or a base of it) defines them.
+EXEC_METHODS = ("_exec",)
+ATTEMPT_METHODS = ("exec", "exec_async")
+FALLBACK_METHODS = ("exec_fallback", "exec_fallback_async")
+BATCH_KINDS = frozenset({"batch", "async_batch", "async_parallel_batch"})
+# How deep a derived flow name looks into start nodes that are flows themselves.
+NAME_DEPTH = 3
 
 
 class PocketFlowInstrumentor(EngineInstrumentor):
@@ -51,98 +58,134 @@ class PocketFlowInstrumentor(EngineInstrumentor):
     providers the global ones are used.
     """
 
+    _wrappers: ClassWrappers | None = None
+
     def instrumentation_dependencies(self) -> Collection[str]:
         return _instruments
 
     def _wrap(self, recorder: Recorder) -> None:
         import pocketflow
 
-        adapter = _PocketFlowAdapter(recorder)
-        for owner, method, wrapper in adapter.wrappers(pocketflow):
-            wrap_function_wrapper(owner, method, wrapper)
+        self._wrappers = ClassWrappers()
+        _PocketFlowAdapter(recorder, pocketflow, self._wrappers).install()
 
     def _unwrap(self) -> None:
-        import pocketflow
+        if self._wrappers is not None:
+            self._wrappers.restore()
+            self._wrappers = None
 
-        for owner, method, _ in _PocketFlowAdapter.wrappers_of(pocketflow, None):
-            unwrap(owner, method)
+
+class _RunState:
+    """What the adapter tracks of one node, flow or item run between engine calls."""
+
+    __slots__ = (
+        "attempts",
+        "batch",
+        "busy",
+        "exec_input",
+        "in_exec",
+        "node",
+        "pending",
+        "run",
+        "shared",
+    )
+
+    def __init__(self, run: Run, node: Any, batch: bool = False) -> None:
+        self.run = run
+        self.node = node
+        self.batch = batch
+        self.in_exec = False  # inside the outermost _exec of this run
+        self.exec_input: Any = None  # its argument: an inner call with the same is a pass-through
+        self.attempts = 0
+        self.pending: BaseException | None = None  # the last attempt's error, not yet judged
+        self.busy = False  # inside exec or a fallback: nested calls (super()) are not attempts
+        self.shared: Any = None  # the shared store, kept only while capture is on
 
 
 class _PocketFlowAdapter:
     """Maps PocketFlow's calls to recorder calls."""
 
-    def __init__(self, recorder: Recorder) -> None:
+    def __init__(self, recorder: Recorder, pocketflow: Any, wrappers: ClassWrappers) -> None:
         self._recorder = recorder
         self._captured = recorder.captured_phases
+        self._pf = pocketflow
+        self._wrappers = wrappers
+        self._states: dict[Run, _RunState] = {}
+        # The gate of wrappers that only matter inside a run: none in progress, no work.
+        self._in_a_run = self._states.__len__
+        self._prepared: set[type] = set()
+        self._prepare_lock = threading.Lock()
         self._infos: dict[tuple[type, str], NodeInfo] = {}
         self._class_names: dict[type, str] = {}
-        self._kinds: tuple[tuple[type, str], ...] = ()
-
-    def wrappers(self, pocketflow: Any) -> list[tuple[type, str, Any]]:
         self._kinds = _kinds_of(pocketflow)
-        return self.wrappers_of(pocketflow, self)
+        self._engine_flows = frozenset(cls for cls, kind in self._kinds if kind.endswith("flow"))
 
-    @staticmethod
-    def wrappers_of(pocketflow: Any, adapter: _PocketFlowAdapter | None) -> list:
-        """Every (class, method, wrapper) pair; wrappers are None when unwrapping."""
+    def install(self) -> None:
+        """The run and orchestration wrappers; exec wrappers follow per node class."""
+        pf = self._pf
+        run = (self._run_begin, self._run_end, self._run_fail, is_instrumentation_enabled)
+        param_set = (self._param_set_begin, self._item_end, self._item_fail, self._in_a_run)
+        for owner in (pf.BaseNode, pf.Flow, pf.BatchFlow):
+            self._wrap(owner, "_run", *run)
+        for owner in (pf.AsyncNode, pf.AsyncFlow, pf.AsyncBatchFlow, pf.AsyncParallelBatchFlow):
+            self._wrap(owner, "_run_async", *run)
+        self._wrap(pf.Flow, "_orch", *param_set)
+        self._wrap(pf.AsyncFlow, "_orch_async", *param_set)
 
-        def bound(name: str) -> Any:
-            return getattr(adapter, name) if adapter is not None else None
+    def _wrap(self, owner: type, name: str, begin: Any, end: Any, fail: Any, gate: Any) -> None:
+        self._wrappers.wrap(owner, name, lambda original: bracket(original, begin, end, fail, gate))
 
-        pf = pocketflow
-        return [
-            (pf.BaseNode, "_run", bound("run")),
-            (pf.Flow, "_run", bound("run")),
-            (pf.BatchFlow, "_run", bound("run")),
-            (pf.AsyncNode, "_run_async", bound("run_async")),
-            (pf.AsyncFlow, "_run_async", bound("run_async")),
-            (pf.AsyncBatchFlow, "_run_async", bound("run_async")),
-            (pf.AsyncParallelBatchFlow, "_run_async", bound("run_async")),
-            (pf.Flow, "_orch", bound("param_set")),
-            (pf.AsyncFlow, "_orch_async", bound("param_set_async")),
-            (pf.BaseNode, "_exec", bound("exec_phase")),
-            (pf.BatchNode, "_exec", bound("batch_exec")),
-            (pf.AsyncBatchNode, "_exec", bound("batch_exec_async")),
-            (pf.AsyncParallelBatchNode, "_exec", bound("batch_exec_async")),
-            (pf.Node, "_exec", bound("attempts")),
-            (pf.AsyncNode, "_exec", bound("attempts_async")),
-        ]
+    def _prepare(self, cls: type) -> None:
+        """Wrap the exec methods of ``cls`` and its bases, each defining class once."""
+        with self._prepare_lock:
+            if cls in self._prepared:
+                return
+            observed = (
+                (EXEC_METHODS, (self._exec_begin, self._exec_end, self._exec_fail)),
+                (ATTEMPT_METHODS, (self._attempt_begin, self._attempt_end, self._attempt_fail)),
+                (FALLBACK_METHODS, (self._fallback_begin, self._fallback_end, self._fallback_fail)),
+            )
+            for owner in cls.__mro__[:-1]:  # not object
+                for names, callbacks in observed:
+                    for name in names:
+                        if name in vars(owner):
+                            self._wrap(owner, name, *callbacks, self._in_a_run)
+            self._prepared.add(cls)
 
-    # --- Flow and node runs ----------------------------------------------------
+    def _own_state(self, node: Any) -> _RunState | None:
+        """The state of the current run if it is this node's (not an enclosing node's)."""
+        state = self._states.get(current_run())  # type: ignore[arg-type]
+        return state if state is not None and state.node is node else None
 
-    def run(self, wrapped: Any, node: Any, args: tuple, kwargs: dict) -> Any:
+    # --- Flow and node runs ------------------------------------------------------
+
+    def _run_begin(self, node: Any, args: tuple, kwargs: dict) -> _RunState | None:
         run = self._start(node)
         if run is None:
-            return wrapped(*args, **kwargs)
-        self._capture_shared(run, args, kwargs, ended=False)
-        try:
-            action = wrapped(*args, **kwargs)
-        except BaseException as error:
-            self._capture_shared(run, args, kwargs, ended=True)
-            self._recorder.finish(run, error=error)
-            raise
-        self._capture_shared(run, args, kwargs, ended=True)
-        self._finish(run, node, action)
-        return action
+            return None
+        cls = type(node)
+        if cls not in self._prepared and not run.info.is_flow:
+            self._prepare(cls)
+        state = _RunState(run, node, run.info.kind in BATCH_KINDS)
+        self._states[run] = state
+        if self._captured:  # the shared store is the argument of _run and _run_async
+            state.shared = _first_argument(args, kwargs)
+            self._capture_shared(state, ended=False)
+        return state
 
-    async def run_async(self, wrapped: Any, node: Any, args: tuple, kwargs: dict) -> Any:
-        run = self._start(node)
-        if run is None:
-            return await wrapped(*args, **kwargs)
-        self._capture_shared(run, args, kwargs, ended=False)
-        try:
-            action = await wrapped(*args, **kwargs)
-        except BaseException as error:
-            self._capture_shared(run, args, kwargs, ended=True)
-            self._recorder.finish(run, error=error)
-            raise
-        self._capture_shared(run, args, kwargs, ended=True)
-        self._finish(run, node, action)
-        return action
+    def _run_end(self, state: _RunState, action: Any) -> None:
+        run = state.run
+        self._states.pop(run, None)
+        self._capture_shared(state, ended=True)
+        self._finish(run, state.node, action)
+
+    def _run_fail(self, state: _RunState, error: BaseException) -> None:
+        run = state.run
+        self._states.pop(run, None)
+        self._capture_shared(state, ended=True)
+        self._recorder.finish(run, error=error)
 
     def _start(self, node: Any) -> Run | None:
-        if not is_instrumentation_enabled():
-            return None
         try:
             info = self._info(node)
             start_attributes = None
@@ -166,176 +209,136 @@ class _PocketFlowAdapter:
         parent = run.parent
         if parent is not None and parent.info.is_flow and run.span.is_recording():
             try:
-                following = node.successors.get(action or "default")
-                successor = self._name(following) if following else semconv.SUCCESSOR_END
+                successor = self._successor(run, node, action)
             except Exception:  # an unhashable action: the engine reports it, not us
                 successor = None
         self._recorder.finish(run, action=action_name, successor=successor)
 
-    # --- Parameter sets of batch flows -------------------------------------------
+    def _successor(self, run: Run, node: Any, action: Any) -> str:
+        """The next node's name; at a routing miss (the engine warns, then ends) it is noted."""
+        following = node.successors.get(action or "default")
+        if following:
+            return self._name(following)
+        if node.successors:
+            missed = "default" if action is None else safe_str(action)
+            self._recorder.routing_missed(run, missed, [str(key) for key in node.successors])
+        return semconv.SUCCESSOR_END
 
-    def param_set(self, wrapped: Any, flow: Any, args: tuple, kwargs: dict) -> Any:
-        item = self._start_item(flow, args, kwargs)
-        if item is None:
-            return wrapped(*args, **kwargs)
-        try:
-            result = wrapped(*args, **kwargs)
-        except BaseException as error:
-            self._recorder.finish(item, error=error)
-            raise
-        self._recorder.finish(item)
-        return result
+    # --- Parameter sets of batch flows -----------------------------------------------
 
-    async def param_set_async(self, wrapped: Any, flow: Any, args: tuple, kwargs: dict) -> Any:
-        item = self._start_item(flow, args, kwargs)
-        if item is None:
-            return await wrapped(*args, **kwargs)
-        try:
-            result = await wrapped(*args, **kwargs)
-        except BaseException as error:
-            self._recorder.finish(item, error=error)
-            raise
-        self._recorder.finish(item)
-        return result
-
-    def _start_item(self, flow: Any, args: tuple, kwargs: dict) -> Run | None:
+    def _param_set_begin(self, flow: Any, args: tuple, kwargs: dict) -> Run | None:
         """A child span when a batch flow runs its graph for one parameter set."""
         params = args[1] if len(args) > 1 else kwargs.get("params")
-        run = _own_run(flow)
-        if run is None or params is None:
+        state = self._own_state(flow)
+        if state is None or params is None:
             return None
-        return self._recorder.start_item(run, params)
+        return self._recorder.start_item(state.run, params)
 
-    # --- The exec phase -------------------------------------------------------------
-
-    def exec_phase(self, wrapped: Any, node: Any, args: tuple, kwargs: dict) -> Any:
-        run = _own_run(node)
-        if run is None:
-            return wrapped(*args, **kwargs)
-        self._recorder.exec_started(run)
-        self._capture(run, "prep", args[0] if args else None)
-        result = wrapped(*args, **kwargs)
-        self._recorder.exec_ended(run)  # only when exec returned: see _phases_reached
-        self._capture(run, "exec", result)
-        return result
-
-    def batch_exec(self, wrapped: Any, node: Any, args: tuple, kwargs: dict) -> Any:
-        run = _own_run(node)
-        if run is None:
-            return wrapped(*args, **kwargs)
-        _begin_batch(self._recorder, run)
-        self._capture(run, "prep", args[0] if args else None)
-        try:
-            result = wrapped(*args, **kwargs)
-        finally:
-            _count_batch(run)
-        self._recorder.exec_ended(run)
-        self._capture(run, "exec", result)
-        return result
-
-    async def batch_exec_async(self, wrapped: Any, node: Any, args: tuple, kwargs: dict) -> Any:
-        run = _own_run(node)
-        if run is None:
-            return await wrapped(*args, **kwargs)
-        _begin_batch(self._recorder, run)
-        self._capture(run, "prep", args[0] if args else None)
-        try:
-            result = await wrapped(*args, **kwargs)
-        finally:
-            _count_batch(run)
-        self._recorder.exec_ended(run)
-        self._capture(run, "exec", result)
-        return result
-
-    # --- The retry loops -------------------------------------------------------------
-
-    def attempts(self, wrapped: Any, node: Any, args: tuple, kwargs: dict) -> Any:
-        run = _own_run(node)
-        if run is None or len(args) != 1 or kwargs:
-            return wrapped(*args, **kwargs)
-        (prep_res,) = args
-        if run.batch_size is None:
-            self._recorder.exec_started(run)
-            self._capture(run, "prep", prep_res)
-            result = self._retry_loop(run, node, prep_res)
-            self._recorder.exec_ended(run)
-            self._capture(run, "exec", result)
-            return result
-        item = self._recorder.start_item(run)
-        if item is None:
-            return wrapped(*args, **kwargs)
-        self._capture(item, "prep", prep_res)
-        try:
-            result = self._retry_loop(item, node, prep_res)
-        except BaseException as error:
-            self._recorder.finish(item, error=error)
-            raise
-        self._capture(item, "exec", result)
+    def _item_end(self, item: Run, result: Any) -> None:
         self._recorder.finish(item)
-        return result
 
-    def _retry_loop(self, run: Run, node: Any, prep_res: Any) -> Any:
-        """``Node._exec`` statement for statement, with the recorder told of each attempt."""
-        for node.cur_retry in range(node.max_retries):  # noqa: B020 (as the engine does)
-            try:
-                result = node.exec(prep_res)
-            except Exception as error:
-                if node.cur_retry == node.max_retries - 1:
-                    self._recorder.attempts_used(run, node.cur_retry + 1)
-                    result = node.exec_fallback(prep_res, error)
-                    self._recorder.fallback_used(run, node.cur_retry + 1, error)
-                    return result
-                self._recorder.attempt_failed(run, node.cur_retry + 1, error)
-                if node.wait > 0:
-                    time.sleep(node.wait)
-            else:
-                self._recorder.attempts_used(run, node.cur_retry + 1)
-                return result
-        return None
+    def _item_fail(self, item: Run, error: BaseException) -> None:
+        self._recorder.finish(item, error=error)
 
-    async def attempts_async(self, wrapped: Any, node: Any, args: tuple, kwargs: dict) -> Any:
-        run = _own_run(node)
-        if run is None or len(args) != 1 or kwargs:
-            return await wrapped(*args, **kwargs)
-        (prep_res,) = args
-        if run.batch_size is None:
-            self._recorder.exec_started(run)
-            self._capture(run, "prep", prep_res)
-            result = await self._retry_loop_async(run, node, prep_res)
-            self._recorder.exec_ended(run)
-            self._capture(run, "exec", result)
-            return result
-        item = self._recorder.start_item(run)
+    # --- The exec phase and batch items -------------------------------------------------
+
+    def _exec_begin(self, node: Any, args: tuple, kwargs: dict) -> _RunState | None:
+        """The outermost ``_exec`` of a run is its exec phase; in a batch, inner ones are items."""
+        state = self._own_state(node)
+        if state is None or state.run.is_item:
+            return None
+        prep_res = _first_argument(args, kwargs)
+        if not state.in_exec:
+            self._enter_exec(state, prep_res)
+            return state
+        if not state.batch or prep_res is state.exec_input:
+            return None  # a subclass's _exec handing its argument on to the base class
+        item = self._recorder.start_item(state.run)
         if item is None:
-            return await wrapped(*args, **kwargs)
+            return None
+        item_state = _RunState(item, node)
+        self._states[item] = item_state
         self._capture(item, "prep", prep_res)
-        try:
-            result = await self._retry_loop_async(item, node, prep_res)
-        except BaseException as error:
-            self._recorder.finish(item, error=error)
-            raise
-        self._capture(item, "exec", result)
-        self._recorder.finish(item)
-        return result
+        return item_state
 
-    async def _retry_loop_async(self, run: Run, node: Any, prep_res: Any) -> Any:
-        """``AsyncNode._exec`` statement for statement, with the recorder told of attempts."""
-        for attempt in range(node.max_retries):
-            try:
-                result = await node.exec_async(prep_res)
-            except Exception as error:
-                if attempt == node.max_retries - 1:
-                    self._recorder.attempts_used(run, attempt + 1)
-                    result = await node.exec_fallback_async(prep_res, error)
-                    self._recorder.fallback_used(run, attempt + 1, error)
-                    return result
-                self._recorder.attempt_failed(run, attempt + 1, error)
-                if node.wait > 0:
-                    await asyncio.sleep(node.wait)
-            else:
-                self._recorder.attempts_used(run, attempt + 1)
-                return result
-        return None
+    def _enter_exec(self, state: _RunState, prep_res: Any) -> None:
+        state.in_exec, state.exec_input = True, prep_res
+        if state.batch:
+            state.run.batch_size = 0
+        self._recorder.exec_started(state.run)
+        self._capture(state.run, "prep", prep_res)
+
+    def _exec_end(self, state: _RunState, result: Any) -> None:
+        run = state.run
+        if run.is_item:
+            self._states.pop(run, None)
+            self._capture(run, "exec", result)
+            self._recorder.finish(run)
+            return
+        self._leave_exec(state)
+        self._recorder.exec_ended(run)  # only when exec returned: the post phase follows
+        self._capture(run, "exec", result)
+
+    def _exec_fail(self, state: _RunState, error: BaseException) -> None:
+        if state.run.is_item:
+            self._states.pop(state.run, None)
+            self._recorder.finish(state.run, error=error)
+        else:
+            self._leave_exec(state)
+
+    @staticmethod
+    def _leave_exec(state: _RunState) -> None:
+        state.in_exec, state.exec_input = False, None
+        if state.batch:  # items started so far, also when one of them raised
+            state.run.batch_size = state.run.next_item_index
+
+    # --- Attempts, retries and fallbacks -------------------------------------------------
+
+    def _attempt_begin(self, node: Any, args: tuple, kwargs: dict) -> _RunState | None:
+        """An ``exec`` call: after a failed one, the engine is retrying."""
+        state = self._own_state(node)
+        if state is None or state.busy:
+            return None
+        if state.pending is not None:
+            self._recorder.attempt_failed(state.run, state.attempts, state.pending)
+            state.pending = None
+        state.attempts += 1
+        state.busy = True
+        self._recorder.attempts_used(state.run, state.attempts)
+        return state
+
+    @staticmethod
+    def _attempt_end(state: _RunState, result: Any) -> None:
+        state.busy = False
+
+    @staticmethod
+    def _attempt_fail(state: _RunState, error: BaseException) -> None:
+        state.busy = False
+        if isinstance(error, Exception):  # what the engine's retry loop catches
+            state.pending = error
+
+    def _fallback_begin(self, node: Any, args: tuple, kwargs: dict) -> _RunState | None:
+        """An ``exec_fallback`` call: the attempts are over."""
+        state = self._own_state(node)
+        if state is None or state.busy:
+            return None
+        if state.pending is None:  # called without a failed exec seen: its own argument
+            error = args[1] if len(args) > 1 else kwargs.get("exc")
+            state.pending = error if isinstance(error, BaseException) else None
+        state.busy = True
+        return state
+
+    def _fallback_end(self, state: _RunState, result: Any) -> None:
+        state.busy = False
+        error, state.pending = state.pending, None
+        if error is not None:
+            self._recorder.fallback_used(state.run, state.attempts, error)
+
+    def _fallback_fail(self, state: _RunState, raised: BaseException) -> None:
+        state.busy = False
+        error, state.pending = state.pending, None
+        if error is not None and raised is not error:  # the last attempt's error, kept as an event
+            self._recorder.fallback_failed(state.run, state.attempts, error)
 
     # --- Payload capture (opt-in: with it off, each call is one truth test) -------------
 
@@ -343,16 +346,18 @@ class _PocketFlowAdapter:
         if self._captured:
             self._recorder.capture(run, phase, value)
 
-    def _capture_shared(self, run: Run, args: tuple, kwargs: dict, *, ended: bool) -> None:
-        """The shared store is the first argument of ``_run`` and ``_run_async``."""
+    def _capture_shared(self, state: _RunState, *, ended: bool) -> None:
         if self._captured:
-            store = args[0] if args else kwargs.get("shared")
-            self._recorder.capture_shared(run, store, ended=ended)
+            self._recorder.capture_shared(state.run, state.shared, ended=ended)
 
     # --- What a node is -----------------------------------------------------------------
 
-    def _name(self, node: Any) -> str:
-        """A ``name`` the user gave the node wins over its class name."""
+    def _name(self, node: Any, depth: int = 0) -> str:
+        """A ``name`` the user gave wins, then the class's; the engine's flows derive one.
+
+        An anonymous ``Flow(start=FetchCart())`` is ``Flow(FetchCart)``: a name a
+        person can tell apart, from classes only (low cardinality).
+        """
         name = node.__dict__.get("name")
         if isinstance(name, str) and name:
             return name
@@ -362,6 +367,10 @@ class _PocketFlowAdapter:
             declared = getattr(cls, "name", None)
             class_name = declared if isinstance(declared, str) and declared else cls.__name__
             self._class_names[cls] = class_name
+        if cls in self._engine_flows and depth < NAME_DEPTH:
+            start = getattr(node, "start_node", None)
+            if start is not None:
+                return f"{class_name}({self._name(start, depth + 1)})"
         return class_name
 
     def _info(self, node: Any) -> NodeInfo:
@@ -409,17 +418,8 @@ def _kinds_of(pf: Any) -> tuple[tuple[type, str], ...]:
     )
 
 
-def _own_run(node: Any) -> Run | None:
-    """The current run if it is this node's (not an enclosing node's)."""
-    run = current_run()
-    return run if run is not None and run.owner is node else None
-
-
-def _begin_batch(recorder: Recorder, run: Run) -> None:
-    run.batch_size = 0  # from here on, each retry loop is one item
-    recorder.exec_started(run)
-
-
-def _count_batch(run: Run) -> None:
-    """Items started so far, also when one of them raised."""
-    run.batch_size = run.next_item_index
+def _first_argument(args: tuple, kwargs: dict) -> Any:
+    """The one argument of ``_exec`` and ``_run``, passed by position or by keyword."""
+    if args:
+        return args[0]
+    return next(iter(kwargs.values()), None)

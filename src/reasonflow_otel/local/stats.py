@@ -119,6 +119,7 @@ class Stats:
         self.flows: dict[str, RunStats] = {}
         self.nodes: dict[str, RunStats] = {}
         self.failures: dict[str, FailureStats] = {}
+        self.routing_misses: Counter[str] = Counter()
 
     def add_all(self, spans: Iterable[SpanRecord]) -> Stats:
         for span in spans:
@@ -134,6 +135,11 @@ class Stats:
             node_name = str(span.attributes.get(semconv.NODE_NAME, span.name))
             _group(self.nodes, node_name).add(span)
             self._count_failures(span, node_name)
+        for event in span.events:
+            if event.name == semconv.EVENT_ROUTING_MISS:
+                node_name = str(span.attributes.get(semconv.NODE_NAME, span.name))
+                action = event.attributes.get(semconv.NODE_ACTION)
+                self.routing_misses[f"{node_name} -> '{action}'"] += 1
 
     def _count_failures(self, span: SpanRecord, where: str) -> None:
         """A node's failure and failed attempts; flows only pass on their nodes' failures."""
@@ -175,6 +181,7 @@ class Stats:
                 }
                 for name, stats in slowest[:BOTTLENECKS_SHOWN]
             ],
+            "routing_misses": dict(self.routing_misses.most_common()),
             "failures": {
                 error_type: failure.report()
                 for error_type, failure in sorted(
@@ -209,6 +216,9 @@ def render_stats(report: dict[str, Any]) -> list[str]:
             f"  ({entry['share']:.1%} of node time)"
             for rank, entry in enumerate(report["bottlenecks"], start=1)
         ]
+    if report["routing_misses"]:
+        lines += ["", "Routing misses (node -> action with no successor; the flow ended)"]
+        lines += [f"  {where}: {count:,}" for where, count in report["routing_misses"].items()]
     lines += ["", "Failures by error.type"]
     lines += [_failure_line(error_type, f) for error_type, f in report["failures"].items()]
     if not report["failures"]:

@@ -28,6 +28,8 @@ from reasonflow_otel.local.text import format_duration, plural
 # A node with more than twice this many batch items shows its first ITEMS_SHOWN items and the
 # eventful ones (failed, retried, fell back); the rest are folded into one line.
 ITEMS_SHOWN = 5
+# A batch-flow parameter set shows its params, cut to this many characters.
+PARAMS_SHOWN_LENGTH = 60
 _RETRY_EVENTS = {semconv.EVENT_RETRY: "failed", semconv.EVENT_FALLBACK: "failed, fallback used"}
 
 
@@ -172,7 +174,7 @@ def span_line(span: SpanRecord, style: Style) -> str:
     mark = style.paint(style.failed, "red") if span.failed else style.paint(style.ok, "green")
     name = span.name
     if semconv.BATCH_INDEX in attributes:
-        name = f"{name} #{attributes[semconv.BATCH_INDEX]}"
+        name = f"{name} #{attributes[semconv.BATCH_INDEX]}{_params_text(span, style)}"
     text = f"{name} {mark} {style.paint(format_duration(span.duration), 'dim')}"
     action = attributes.get(semconv.NODE_ACTION)
     if action is not None:
@@ -190,7 +192,25 @@ def _notes(span: SpanRecord) -> list[str]:
         notes.append(plural(retries, "retry", "retries"))
     if span.attributes.get(semconv.NODE_FALLBACK):
         notes.append("fallback")
+    for event in span.events:
+        if event.name == semconv.EVENT_ROUTING_MISS:
+            available = ", ".join(event.attributes.get(semconv.NODE_AVAILABLE_ACTIONS, ()))
+            action = event.attributes.get(semconv.NODE_ACTION)
+            notes.append(f"no route for '{action}' (has: {available})")
     return notes
+
+
+def _params_text(span: SpanRecord, style: Style) -> str:
+    """`` (doc=a.md, lang=de)`` for a parameter set, bounded; empty when it has none."""
+    params = [
+        f"{key.removeprefix(semconv.PARAMS_PREFIX)}={value}"
+        for key, value in span.attributes.items()
+        if key.startswith(semconv.PARAMS_PREFIX)
+    ]
+    text = ", ".join(params)
+    if len(text) > PARAMS_SHOWN_LENGTH:
+        text = text[: PARAMS_SHOWN_LENGTH - 1] + style.ellipsis
+    return f" ({text})" if text else ""
 
 
 def error_text(span: SpanRecord) -> str:

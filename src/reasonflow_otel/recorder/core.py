@@ -34,6 +34,7 @@ from reasonflow_otel.recorder.capture import Capture
 from reasonflow_otel.recorder.histograms import HistogramSeries, histogram_group
 from reasonflow_otel.recorder.in_flight import InFlight, in_flight_gauge
 from reasonflow_otel.recorder.probe import ResourceProbe, make_probe
+from reasonflow_otel.sdk.workers import top_level_run_ended
 from reasonflow_otel.settings import Settings
 
 _RUN_KEY = context.create_key("reasonflow-otel-run")
@@ -483,14 +484,29 @@ class Recorder:
         """One point on ``counter`` (by the error raised) and, when recording, a span event."""
         counter.add(1, _with_error(run.metric_attributes, _error_type(error)))
         if run.span.is_recording():
-            run.span.add_event(
-                event,
-                {
-                    semconv.ATTEMPT: attempt,
-                    semconv.ERROR_TYPE: type(error).__qualname__,
-                    semconv.EXCEPTION_MESSAGE: safe_str(error),
-                },
-            )
+            run.span.add_event(event, _attempt_event(attempt, error))
+
+    def fallback_failed(self, run: Run, attempts: int, error: BaseException) -> None:
+        """The fallback raised another exception: the last attempt's ``error`` becomes an event."""
+        try:
+            run.attempts = attempts
+            if run.span.is_recording():
+                run.span.add_event(semconv.EVENT_FALLBACK_FAILED, _attempt_event(attempts, error))
+        except Exception as internal:
+            report_internal_error("recording a failed fallback", internal)
+
+    def routing_missed(self, run: Run, action: str, available: list[str]) -> None:
+        """The node returned an action with no successor while it has others: the flow ends."""
+        try:
+            run.end_attributes[semconv.NODE_ROUTING_MISS] = True
+            run.end_attributes[semconv.NODE_AVAILABLE_ACTIONS] = available
+            if run.span.is_recording():
+                run.span.add_event(
+                    semconv.EVENT_ROUTING_MISS,
+                    {semconv.NODE_ACTION: action, semconv.NODE_AVAILABLE_ACTIONS: available},
+                )
+        except Exception as internal:
+            report_internal_error("recording a routing miss", internal)
 
     def set_attributes(self, run: Run, attributes: Mapping[str, Any]) -> None:
         """Attributes the running code adds to its own span (span only, never metrics)."""
@@ -554,6 +570,8 @@ class Recorder:
             report_internal_error("finishing a run", internal)
         finally:
             self._close(run)
+        if run.parent is None and not run.is_item:
+            top_level_run_ended()  # a pool worker delivers before the pool can end it
 
     def _close(self, run: Run, *, end_span: bool = True) -> None:
         try:
@@ -689,23 +707,51 @@ def _with_error(attributes: Mapping[str, Any], error_type: str | None) -> Mappin
     return attributes if error_type is None else {**attributes, semconv.ERROR_TYPE: error_type}
 
 
-def _error_type(error: BaseException | None) -> str | None:
-    if error is None or isinstance(error, CancelledError):
-        return None
+def _attempt_event(attempt: int, error: BaseException) -> dict[str, Any]:
+    return {
+        semconv.ATTEMPT: attempt,
+        semconv.ERROR_TYPE: _class_name(error),
+        semconv.EXCEPTION_MESSAGE: safe_str(error),
+    }
+
+
+def _class_name(error: BaseException) -> str:
+    """How ``error.type`` and the exception event both name the exception's class."""
     return type(error).__qualname__
 
 
+def _is_stop(error: BaseException) -> bool:
+    """Cancelled or interrupted: the run was stopped, it did not fail."""
+    return isinstance(error, (CancelledError, KeyboardInterrupt))
+
+
+def _is_clean_exit(error: BaseException) -> bool:
+    """``sys.exit()``, ``sys.exit(0)``: a deliberate, successful exit is no failure."""
+    return isinstance(error, SystemExit) and error.code in (None, 0)
+
+
+def _error_type(error: BaseException | None) -> str | None:
+    if error is None or _is_stop(error) or _is_clean_exit(error):
+        return None
+    return _class_name(error)
+
+
 def _mark_failed(span: trace.Span, error: BaseException, error_type: str | None) -> None:
-    if isinstance(error, CancelledError):
+    if _is_stop(error):
         span.set_attribute(semconv.CANCELLED, True)
+        return
+    if _is_clean_exit(error):
         return
     message = safe_str(error)
     try:
-        span.record_exception(error, escaped=True)
+        # exception.type as error.type names it (the SDK would module-qualify it)
+        span.record_exception(
+            error, attributes={semconv.EXCEPTION_TYPE: _class_name(error)}, escaped=True
+        )
     except Exception:  # the SDK prints the exception, and its __str__ may raise
         span.add_event(
             semconv.EVENT_EXCEPTION,
-            {semconv.EXCEPTION_TYPE: type(error).__qualname__, semconv.EXCEPTION_MESSAGE: message},
+            {semconv.EXCEPTION_TYPE: _class_name(error), semconv.EXCEPTION_MESSAGE: message},
         )
     span.set_status(Status(StatusCode.ERROR, f"{error_type}: {message}"))
     span.set_attribute(semconv.ERROR_TYPE, error_type or "_OTHER")

@@ -57,6 +57,7 @@ from reasonflow_otel.sdk.delivery import (
     reconnect_after_fork,
 )
 from reasonflow_otel.sdk.exit import ShutsDown, bound_exit_time, end_by_exit_deadline
+from reasonflow_otel.sdk.ids import ID_GENERATOR
 from reasonflow_otel.sdk.process_metrics import start_process_metrics
 from reasonflow_otel.sdk.sampling import build_sampler
 from reasonflow_otel.sdk.tail_sampling import apply_tracking_policy
@@ -153,7 +154,9 @@ def _resource(service_name: str | None) -> Resource:
 
 
 def _tracer_provider(settings: Settings, resource: Resource, names: list[str]) -> TracerProvider:
-    provider = TracerProvider(resource=resource, sampler=build_sampler(settings))
+    provider = TracerProvider(
+        resource=resource, sampler=build_sampler(settings), id_generator=ID_GENERATOR
+    )
     processors: list[SpanProcessor] = []
     for name, exporter in _exporters("traces", settings):
         processors.append(DeliveryReportingSpanProcessor(name, exporter))
