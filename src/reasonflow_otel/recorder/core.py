@@ -13,11 +13,12 @@ must never raise: failures go to :func:`guard.report_internal_error`.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import time
 from asyncio import CancelledError
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Collection, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,13 +26,15 @@ from opentelemetry import context, trace
 from opentelemetry.metrics import Counter, Meter
 from opentelemetry.sdk.trace.sampling import Sampler
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace.propagation import _SPAN_KEY
 
 from reasonflow_otel import semconv
 from reasonflow_otel.guard import report_internal_error, safe_str
 from reasonflow_otel.propagation import baggage_attributes, baggage_selection, inherited_context
 from reasonflow_otel.recorder.capture import Capture
+from reasonflow_otel.recorder.histograms import HistogramSeries, histogram_group
 from reasonflow_otel.recorder.in_flight import InFlight, in_flight_gauge
-from reasonflow_otel.recorder.probe import ResourceProbe, Usage, make_probe
+from reasonflow_otel.recorder.probe import ResourceProbe, make_probe
 from reasonflow_otel.sdk.workers import top_level_run_ended
 from reasonflow_otel.settings import Settings
 
@@ -39,6 +42,11 @@ _RUN_KEY = context.create_key("reasonflow-otel-run")
 # fork()s since this module was imported: a run begun in an ancestor process is
 # not this process's to end (its parent ends and exports that span).
 _forks = 0
+_PHASE_DURATIONS = {
+    "prep": semconv.NODE_PREP_DURATION,
+    "exec": semconv.NODE_EXEC_DURATION,
+    "post": semconv.NODE_POST_DURATION,
+}
 _CAPTURE_ATTRIBUTES = {
     "prep": semconv.NODE_PREP_RESULT,
     "exec": semconv.NODE_EXEC_RESULT,
@@ -110,7 +118,23 @@ class FlowGraph:
     edges: tuple[tuple[Hashable, Hashable, str], ...]
 
     def node_ids(self) -> dict[Hashable, str]:
+        """Node key -> id, made once per graph object (a flow runs its graph again and again)."""
+        return self._node_ids
+
+    @functools.cached_property
+    def _node_ids(self) -> dict[Hashable, str]:
         return {node.key: str(index) for index, node in enumerate(self.nodes)}
+
+    def fitted_json(self, max_length: int) -> str:
+        """``to_json``, once per graph object and length (an equal graph shares it too)."""
+        text = self._texts.get(max_length)
+        if text is None:
+            text = self._texts[max_length] = _graph_json(self, max_length)
+        return text
+
+    @functools.cached_property
+    def _texts(self) -> dict[int, str]:
+        return {}
 
     def to_json(self, max_length: int) -> str:
         """Compact JSON, shortened by whole nodes (never cut mid-JSON) to fit."""
@@ -146,6 +170,7 @@ class Run:
         "attempts",
         "batch_size",
         "context",
+        "cpu_time",
         "end_attributes",
         "exec_ended",
         "exec_started",
@@ -155,6 +180,7 @@ class Run:
         "in_flight",
         "info",
         "is_item",
+        "memory_growth",
         "metric_attributes",
         "next_item_index",
         "node_ids",
@@ -163,6 +189,7 @@ class Run:
         "span",
         "started",
         "token",
+        "unsampled",
         "usage",
     )
 
@@ -182,7 +209,12 @@ class Run:
         self.metric_attributes: Mapping[str, Any] | None = None
         self.in_flight: InFlight | None = None
         self.started = 0.0
-        self.usage: Usage | None = None
+        # The resource probe's readings: at the start, then what the run used.
+        self.cpu_time = 0.0
+        self.memory_growth = 0
+        self.usage: Any = None  # what the psutil probe reads besides
+        # Children of this run would be dropped by the sampler (see Recorder._open).
+        self.unsampled = False
         self.exec_started: float | None = None
         self.exec_ended: float | None = None
         self.attempts = 0
@@ -217,6 +249,7 @@ class Recorder:
         self._baggage = baggage_selection(settings)
         self._capture = Capture(settings)
         self.captured_phases = self._capture.phases  # adapters skip capture work when empty
+        self.settings = settings  # adapters read engine-specific settings here
         self._create_instruments(meter)
 
     def _create_instruments(self, meter: Meter) -> None:
@@ -237,16 +270,22 @@ class Recorder:
             description="Node runs whose result came from the fallback, by the error raised.",
         )
         self._in_flight = in_flight_gauge(meter)
-        self._cpu_time = meter.create_histogram(
+        cpu_time = meter.create_histogram(
             semconv.METRIC_NODE_CPU_TIME,
             unit="s",
             description="CPU time of the thread running the node (async: the event loop's).",
         )
-        self._memory_growth = meter.create_histogram(
+        memory_growth = meter.create_histogram(
             semconv.METRIC_NODE_MEMORY_GROWTH,
             unit="By",
             description="Growth of the process's peak RSS during node runs (psutil probe: of RSS).",
         )
+        # A node's histograms share its attributes: one group, one queue entry per run.
+        node_histograms = [self._node_duration]
+        if self._probe.measures:
+            node_histograms += [cpu_time, memory_growth]
+        self._node_points = histogram_group(meter, node_histograms)
+        self._flow_points = histogram_group(meter, [self._flow_duration])
 
     # --- Starting runs ---------------------------------------------------------
 
@@ -275,21 +314,18 @@ class Recorder:
             flow_name = info.name if info.is_flow else (parent.flow_name if parent else None)
             run = Run(info, parent, flow_name)
             run.owner = owner
-            # Ours come last: a baggage entry cannot overwrite them.
-            attributes = baggage_attributes(parent_context, self._baggage) if self._baggage else {}
-            attributes.update(info.attributes)
-            if start_attributes:
-                attributes.update(start_attributes)
-            if parent is not None and parent.node_ids is not None:
-                node_id = parent.node_ids.get(node_key)
-                if node_id is not None:
-                    attributes[semconv.NODE_ID] = node_id
-            self._open(run, parent_context, attributes, attach=attach)
+            dropped = self._dropped(parent, parent_context)
+            attributes = (
+                {}  # no span will carry them
+                if dropped
+                else self._span_attributes(info, parent, parent_context, node_key, start_attributes)
+            )
+            self._open(run, parent_context, attributes, attach=attach, dropped=dropped)
             if graph is not None and run.span.is_recording():
                 self._describe_graph(run, graph)
             if run.is_node:
                 place = self._node_place(info, parent)
-                run.usage = self._probe.read()
+                self._probe.start(run)
                 run.metric_attributes = place.attributes
                 place.start()  # last: nothing below can fail and leave the gauge raised
                 run.in_flight = place
@@ -328,6 +364,25 @@ class Recorder:
                 self._close(run)
             return None
 
+    def _span_attributes(
+        self,
+        info: NodeInfo,
+        parent: Run | None,
+        parent_context: context.Context,
+        node_key: Hashable,
+        start_attributes: Mapping[str, Any] | None,
+    ) -> dict[str, Any]:
+        # Ours come last: a baggage entry cannot overwrite them.
+        attributes = baggage_attributes(parent_context, self._baggage) if self._baggage else {}
+        attributes.update(info.attributes)
+        if start_attributes:
+            attributes.update(start_attributes)
+        if parent is not None and parent.node_ids is not None:
+            node_id = parent.node_ids.get(node_key)
+            if node_id is not None:
+                attributes[semconv.NODE_ID] = node_id
+        return attributes
+
     def _open(
         self,
         run: Run,
@@ -336,24 +391,41 @@ class Recorder:
         span_name: str | None = None,
         *,
         attach: bool = True,
+        dropped: bool | None = None,
     ) -> None:
-        if self._drops_unsampled_children and _in_unsampled_local_span(parent_context):
+        if dropped is None:
+            dropped = self._dropped(run.parent, parent_context)
+        if dropped:
             # The sampler would drop the span: none is made, the parent's stays current.
+            run.unsampled = True
             run_context = context.set_value(_RUN_KEY, run, parent_context)
         else:
-            run.span = self._tracer.start_span(
+            span = run.span = self._tracer.start_span(
                 span_name or run.info.span_name,
                 context=parent_context,
                 kind=SpanKind.INTERNAL,
                 attributes=attributes,
             )
-            run_context = context.set_value(
-                _RUN_KEY, run, trace.set_span_in_context(run.span, parent_context)
+            run.unsampled = (
+                self._drops_unsampled_children
+                and not span.is_recording()
+                and _is_unsampled_local(span)
             )
+            # The run and its span in one new context (what set_value on set_span_in_context gives).
+            run_context = context.Context({**parent_context, _RUN_KEY: run, _SPAN_KEY: span})
         run.context = run_context
         if attach:
             run.token = context.attach(run_context)
         run.started = time.perf_counter()
+
+    def _dropped(self, parent: Run | None, parent_context: context.Context) -> bool:
+        """Whether the sampler would drop the run's span: a child in its parent's context
+        takes the parent's answer; otherwise the current span is looked at."""
+        if parent is not None and parent_context is parent.context:
+            return parent.unsampled
+        return self._drops_unsampled_children and _is_unsampled_local(
+            trace.get_current_span(parent_context)
+        )
 
     def _describe_graph(self, run: Run, graph: Callable[[], FlowGraph]) -> None:
         """A graph that cannot be read costs the attribute, not the flow's span."""
@@ -363,7 +435,7 @@ class Recorder:
             report_internal_error("reading a flow's graph", error)
             return
         run.node_ids = described.node_ids()
-        text = _graph_json(described, self._settings.graph_max_length)
+        text = described.fitted_json(self._settings.graph_max_length)
         if text:
             run.span.set_attribute(semconv.FLOW_GRAPH, text)
 
@@ -462,13 +534,68 @@ class Recorder:
 
     def capture_shared(self, run: Run | None, store: Any, *, ended: bool) -> None:
         """Record the shared store as a run starts or ends, if its capture is enabled."""
-        if run is None or "shared" not in self.captured_phases or not run.span.is_recording():
+        if "shared" in self.captured_phases:
+            attribute = semconv.SHARED_AFTER if ended else semconv.SHARED_BEFORE
+            self._capture_store(run, store, attribute)
+
+    def _capture_store(self, run: Run | None, store: Any, attribute: str) -> None:
+        """A store's keys chosen for capture, redacted and bounded, on a recording span."""
+        if run is None or not run.span.is_recording():
             return
         try:
-            attribute = semconv.SHARED_AFTER if ended else semconv.SHARED_BEFORE
             run.span.set_attribute(attribute, self._capture.shared(store))
         except Exception as internal:
-            report_internal_error("capturing the shared store", internal)
+            report_internal_error("capturing a store", internal)
+
+    # --- Applications with ids and explicit state ---------------------------------
+
+    def identity_attributes(self, app_id: str, partition_key: str | None) -> dict[str, Any]:
+        """An application's id, and its partition key as ``Settings.partition_key`` allows."""
+        attributes: dict[str, Any] = {semconv.APP_ID: app_id}
+        mode = self._settings.partition_key
+        if partition_key is not None and mode == "raw":
+            attributes[semconv.APP_PARTITION_KEY] = partition_key
+        elif partition_key is not None and mode == "hash":
+            digest = hashlib.sha256(partition_key.encode()).hexdigest()
+            attributes[semconv.APP_PARTITION_KEY_HASH] = digest
+        return attributes
+
+    def start_span(self, name: str, owner: object) -> Run | None:
+        """Open a span that user code inside a node asked for: a child of the current
+        run, made current, counted in no metric (it is not a node of the workflow)."""
+        run: Run | None = None
+        try:
+            parent = current_run()
+            engine = parent.info.engine if parent is not None else ""
+            info = NodeInfo(engine, name, "", semconv.SPAN_KIND_USER, is_flow=False)
+            run = Run(info, parent, parent.flow_name if parent else None, is_item=True)
+            run.owner = owner
+            self._open(run, context.get_current(), {semconv.ENGINE: engine}, name)
+            return run
+        except Exception as error:
+            report_internal_error("starting a user span", error)
+            if run is not None:
+                self._close(run)
+            return None
+
+    def state_changed(self, run: Run | None, changed_keys: Collection[str]) -> None:
+        """A ``gen_ai.execution.state.changed`` event: how many keys, and (opt-in) which."""
+        if run is None or not run.span.is_recording():
+            return
+        try:
+            attributes: dict[str, Any] = {semconv.STATE_CHANGED_COUNT: len(changed_keys)}
+            if self._settings.state_key_names:
+                attributes[semconv.STATE_CHANGED_KEYS] = [safe_str(k) for k in changed_keys]
+            run.span.add_event(semconv.EVENT_STATE_CHANGED, attributes)
+        except Exception as internal:
+            report_internal_error("recording a state change", internal)
+
+    def capture_state(self, run: Run | None, state: Any, *, ended: bool = True) -> None:
+        """Record a state (redacted, bounded, key-filtered like the shared store), if the
+        ``state`` capture is on: what ``reasonflow_otel.load_state`` reads back."""
+        if "state" in self.captured_phases:
+            attribute = semconv.STATE_AFTER if ended else semconv.STATE_BEFORE
+            self._capture_store(run, state, attribute)
 
     # --- Ending runs --------------------------------------------------------------
 
@@ -488,13 +615,14 @@ class Recorder:
             ended = time.perf_counter()
             duration = ended - run.started
             error_type = _error_type(error)
-            usage = self._probe.used_since(run.usage) if run.usage is not None else None
+            if run.in_flight is not None:  # a node run, fully started
+                self._probe.stop(run)
             if run.span.is_recording():
-                self._end_attributes(run, ended, usage, action, successor)
+                self._end_attributes(run, ended, action, successor)
                 if error is not None:
                     _mark_failed(run.span, error, error_type)
                 run.span.set_attributes(run.end_attributes)
-            self._record_metrics(run, duration, error_type, usage)
+            self._record_metrics(run, duration, error_type)
         except Exception as internal:
             report_internal_error("finishing a run", internal)
         finally:
@@ -515,7 +643,6 @@ class Recorder:
         self,
         run: Run,
         ended: float,
-        usage: Usage | None,
         action: str | None,
         successor: str | None,
     ) -> None:
@@ -529,11 +656,11 @@ class Recorder:
             attributes[semconv.NODE_FALLBACK] = run.fallback
         if run.batch_size is not None:
             attributes[semconv.BATCH_SIZE] = run.batch_size
-        if usage is not None:
-            self._probe.annotate(usage, attributes)
+        if run.in_flight is not None and self._probe.measures:
+            self._probe.annotate(run, attributes)
         phases = _phases_reached(run, ended)
         for phase, (start, end) in phases.items():
-            attributes[f"reasonflow.node.{phase}.duration"] = end - start
+            attributes[_PHASE_DURATIONS[phase]] = end - start
         if phases and self._settings.phase_spans:
             self._phase_spans(run, phases)
 
@@ -550,21 +677,31 @@ class Recorder:
             )
             span.end(end_time=origin_ns + int((end - run.started) * 1e9))
 
-    def _record_metrics(
-        self, run: Run, duration: float, error_type: str | None, usage: Usage | None
-    ) -> None:
+    def _record_metrics(self, run: Run, duration: float, error_type: str | None) -> None:
         if run.is_flow:
-            self._flow_duration.record(
-                duration, _with_error(run.info.flow_metric_attributes, error_type)
+            info = run.info
+            series = self._series(
+                self._flow_points, (info.engine, info.name), info.flow_metric_attributes, error_type
             )
-        if not run.is_node or run.in_flight is None:
+            self._flow_points.record(series, (duration,))
+        place = run.in_flight
+        if not run.is_node or place is None:
             return
-        run.in_flight.end()
-        attributes = _with_error(run.metric_attributes, error_type)
-        self._node_duration.record(duration, attributes)
-        if usage is not None:
-            self._cpu_time.record(usage.cpu_seconds, attributes)
-            self._memory_growth.record(max(usage.memory_bytes, 0), attributes)
+        place.end()
+        series = self._series(self._node_points, place, place.attributes, error_type)
+        if self._probe.measures:
+            self._node_points.record(series, (duration, run.cpu_time, max(run.memory_growth, 0)))
+        else:
+            self._node_points.record(series, (duration,))
+
+    @staticmethod
+    def _series(
+        group: Any, place: Hashable, attributes: Mapping[str, Any], error_type: str | None
+    ) -> HistogramSeries:
+        """The histogram series of a place, by the error its runs raised (None: none)."""
+        if error_type is None:
+            return group.series(place, attributes)
+        return group.series((place, error_type), _with_error(attributes, error_type))
 
 
 def _phases_reached(run: Run, ended: float) -> dict[str, tuple[float, float]]:
@@ -606,9 +743,8 @@ def _drops_unsampled_children(tracer: Tracer) -> bool:
     )
 
 
-def _in_unsampled_local_span(parent_context: context.Context) -> bool:
-    """Whether the current span is one of this process's, valid, not sampled, not recording."""
-    span = trace.get_current_span(parent_context)
+def _is_unsampled_local(span: trace.Span) -> bool:
+    """Whether the span is one of this process's, valid, not sampled, not recording."""
     span_context = span.get_span_context()
     return not (
         span_context.trace_flags.sampled

@@ -13,12 +13,13 @@ from __future__ import annotations
 import itertools
 import threading
 import weakref
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from reasonflow_otel import semconv
+from reasonflow_otel.guard import report_internal_error
 
 
 class InFlight:
@@ -49,10 +50,16 @@ class InFlight:
 
 
 class InFlightGauge:
-    """``reasonflow.node.active``: one :class:`InFlight` per place, observed on collection."""
+    """``reasonflow.node.active``: one :class:`InFlight` per place, observed on collection.
+
+    Its callback is also the meter's collection hook: the SDK runs it when a
+    reader collects, before that reader's storage is read, and it first runs
+    the functions given to :meth:`on_collect` (queued histogram values merge).
+    """
 
     def __init__(self, meter: Meter) -> None:
         self._places: dict[Hashable, InFlight] = {}
+        self._collect_hooks: list[Callable[[], None]] = []
         meter.create_observable_up_down_counter(
             semconv.METRIC_NODE_ACTIVE,
             callbacks=[self._observe],
@@ -67,7 +74,16 @@ class InFlightGauge:
         """The counter of a new place (or the one another thread added first)."""
         return self._places.setdefault(key, InFlight(attributes))
 
+    def on_collect(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` whenever a reader collects, before its data is read."""
+        self._collect_hooks.append(hook)
+
     def _observe(self, options: CallbackOptions) -> Iterable[Observation]:
+        for hook in self._collect_hooks:
+            try:
+                hook()
+            except Exception as error:  # one failing hook must not cost the others
+                report_internal_error("merging metric points before a collection", error)
         return [
             Observation(place.value(), place.attributes) for place in list(self._places.values())
         ]

@@ -1,0 +1,244 @@
+"""Histograms merged in process export exactly what ``Histogram.record`` exports.
+
+Two identical SDK pipelines (two readers: cumulative and delta; our Views with
+their attribute keys and bucket boundaries, a drop View, an extra View that
+keeps only the engine) receive the same values: one through a
+``HistogramGroup``, one through ``record``. Every collection of either reader
+must give the same points, sums included to the last bit.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pocketflow
+import pytest
+from opentelemetry.sdk.metrics import Histogram, MeterProvider
+from opentelemetry.sdk.metrics._internal import _view_instrument_match
+from opentelemetry.sdk.metrics._internal._view_instrument_match import _ViewInstrumentMatch
+from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
+from opentelemetry.sdk.metrics.view import View
+
+from reasonflow_otel import semconv
+from reasonflow_otel.instrumentation.pocketflow import PocketFlowInstrumentor
+from reasonflow_otel.recorder.histograms import (
+    QUEUE_LIMIT,
+    HistogramGroup,
+    RecordingGroup,
+    histogram_group,
+    point_summary,
+    sdk_supports_merging,
+)
+from reasonflow_otel.sdk.views import build_views
+from reasonflow_otel.settings import Settings
+
+NODE_HISTOGRAMS = (
+    (semconv.METRIC_NODE_DURATION, "s"),
+    (semconv.METRIC_NODE_CPU_TIME, "s"),
+    (semconv.METRIC_NODE_MEMORY_GROWTH, "By"),
+)
+PLACES = [
+    {semconv.ENGINE: "pocketflow", semconv.GEN_AI_WORKFLOW_NAME: flow, semconv.NODE_NAME: node}
+    for flow in ("Billing", "Support")
+    for node in ("Parse", "Review", "Send")
+]
+
+
+@dataclass
+class Pipeline:
+    """One MeterProvider with a cumulative and a delta reader, and the node histograms."""
+
+    provider: MeterProvider
+    cumulative: InMemoryMetricReader
+    delta: InMemoryMetricReader
+    meter: Any
+    instruments: list[Histogram]
+
+    def points(self, reader: InMemoryMetricReader) -> dict[str, list[tuple]]:
+        """Each metric stream collected now: its identity and its points, times left out."""
+        data = reader.get_metrics_data()
+        streams: dict[str, list[tuple]] = {}
+        for resource_metrics in data.resource_metrics if data else ():
+            for scope_metrics in resource_metrics.scope_metrics:
+                for metric in scope_metrics.metrics:
+                    streams[metric.name] = [
+                        (metric.unit, metric.data.aggregation_temporality),
+                        *sorted(point_summary(point) for point in metric.data.data_points),
+                    ]
+        return streams
+
+
+def make_pipeline(settings: Settings) -> Pipeline:
+    cumulative = InMemoryMetricReader()
+    delta = InMemoryMetricReader(preferred_temporality={Histogram: AggregationTemporality.DELTA})
+    by_engine = View(
+        instrument_name=semconv.METRIC_NODE_DURATION,
+        name="reasonflow.node.duration.by_engine",
+        attribute_keys={semconv.ENGINE},
+    )
+    provider = MeterProvider(
+        metric_readers=[cumulative, delta],
+        views=[*build_views(settings), by_engine],
+        shutdown_on_exit=False,
+    )
+    meter = provider.get_meter("equivalence")
+    instruments = [meter.create_histogram(name, unit=unit) for name, unit in NODE_HISTOGRAMS]
+    return Pipeline(provider, cumulative, delta, meter, instruments)
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(
+        duration_buckets=(0.001, 0.01, 0.1, 1.0, 10.0),
+        drop_metrics=(semconv.METRIC_NODE_CPU_TIME,),
+    )
+
+
+@pytest.fixture
+def pipelines(settings: Settings) -> Iterator[tuple[Pipeline, Pipeline]]:
+    merged, recorded = make_pipeline(settings), make_pipeline(settings)
+    yield merged, recorded
+    merged.provider.shutdown()
+    recorded.provider.shutdown()
+
+
+def node_runs(count: int, seed: int) -> list[tuple[dict[str, str], tuple[float, float, int]]]:
+    """(attributes, (duration, cpu, memory)) of ``count`` node runs, some failed, a few refused."""
+    rng = random.Random(seed)
+    runs = []
+    for _ in range(count):
+        attributes = dict(rng.choice(PLACES))
+        if rng.random() < 0.1:
+            attributes[semconv.ERROR_TYPE] = rng.choice(("TimeoutError", "ValueError"))
+        duration = rng.choice((0.0, 0.001, rng.random() * 10 ** rng.randint(-6, 2)))
+        if rng.random() < 0.01:
+            duration = rng.choice((-0.5, float("inf")))  # record refuses these
+        memory = rng.choice((0, 4096, rng.randint(0, 2**33)))
+        runs.append((attributes, (duration, rng.random() / 1000, memory)))
+    return runs
+
+
+def feed(merged: Pipeline, recorded: Pipeline, runs: list, group: Any) -> None:
+    for attributes, values in runs:
+        key = tuple(sorted(attributes.items()))
+        group.record(group.series(key, attributes), values)
+        for instrument, value in zip(recorded.instruments, values, strict=True):
+            instrument.record(value, attributes)
+
+
+def assert_same_collections(merged: Pipeline, recorded: Pipeline) -> None:
+    for reader in ("cumulative", "delta"):
+        merged_points = merged.points(getattr(merged, reader))
+        assert merged_points == recorded.points(getattr(recorded, reader)), reader
+
+
+def test_merged_points_equal_recorded_points_for_both_temporalities_and_every_view(pipelines):
+    merged, recorded = pipelines
+    group = histogram_group(merged.meter, merged.instruments)
+    assert isinstance(group, HistogramGroup)
+
+    feed(merged, recorded, node_runs(300, seed=1), group)
+    assert_same_collections(merged, recorded)
+    feed(merged, recorded, node_runs(QUEUE_LIMIT + 500, seed=2), group)  # merged while queued
+    assert merged.delta.get_metrics_data() is not None  # only the delta reader collects now
+    recorded.delta.get_metrics_data()
+    feed(merged, recorded, node_runs(200, seed=3), group)
+    assert_same_collections(merged, recorded)
+    assert_same_collections(merged, recorded)  # nothing new: cumulative repeats, delta is empty
+
+    streams = merged.points(merged.cumulative)
+    assert sorted(streams) == [
+        semconv.METRIC_NODE_DURATION,
+        "reasonflow.node.duration.by_engine",
+        semconv.METRIC_NODE_MEMORY_GROWTH,
+    ]
+    _, by_engine = streams["reasonflow.node.duration.by_engine"]
+    assert by_engine[0] == ((semconv.ENGINE, "pocketflow"),)
+
+
+def test_the_same_group_and_hook_serve_a_meter_instrumented_again(pipelines):
+    merged, recorded = pipelines
+    group = histogram_group(merged.meter, merged.instruments)
+    feed(merged, recorded, node_runs(50, seed=4), group)
+
+    again = [merged.meter.create_histogram(name, unit=unit) for name, unit in NODE_HISTOGRAMS]
+    assert histogram_group(merged.meter, again) is group
+    feed(merged, recorded, node_runs(50, seed=5), group)
+    assert_same_collections(merged, recorded)
+
+
+@pytest.fixture
+def older_sdk(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """An SDK of another shape: aggregations keyed by a frozenset, no ``_hash_attributes``."""
+
+    def consume_measurement(self: Any, measurement: Any, should_sample_exemplar: bool = True):
+        attributes = dict(measurement.attributes or {})
+        if self._view._attribute_keys is not None:
+            keys = self._view._attribute_keys
+            attributes = {key: value for key, value in attributes.items() if key in keys}
+        key = frozenset(attributes.items())
+        with self._lock:
+            if key not in self._attributes_aggregation:
+                self._attributes_aggregation[key] = self._view._aggregation._create_aggregation(
+                    self._instrument, attributes, self._view._exemplar_reservoir_factory, 0
+                )
+        self._attributes_aggregation[key].aggregate(measurement, should_sample_exemplar)
+
+    monkeypatch.delattr(_view_instrument_match, "_hash_attributes")
+    monkeypatch.setattr(_ViewInstrumentMatch, "consume_measurement", consume_measurement)
+    sdk_supports_merging.cache_clear()
+    yield
+    sdk_supports_merging.cache_clear()
+
+
+def test_an_sdk_of_another_shape_gets_every_value_recorded_with_one_log_line(
+    older_sdk, pipelines, caplog
+):
+    merged, recorded = pipelines
+    with caplog.at_level(logging.WARNING, logger="reasonflow_otel"):
+        group = histogram_group(merged.meter, merged.instruments)
+        histogram_group(merged.meter, merged.instruments[:1])
+
+    assert type(group) is RecordingGroup
+    [message] = [record.getMessage() for record in caplog.records]
+    assert message.startswith(
+        "reasonflow-otel: the OpenTelemetry SDK's metric internals are not as expected "
+        "(ImportError(\"cannot import name '_hash_attributes' from "
+    )
+    assert message.endswith("histograms are recorded one by one (slower, same data)")
+    feed(merged, recorded, node_runs(100, seed=6), group)
+    assert_same_collections(merged, recorded)
+
+
+class Step(pocketflow.Node):
+    """Does nothing: its runs are counted."""
+
+
+def three_steps() -> pocketflow.Flow:
+    first, second, third = Step(), Step(), Step()
+    first >> second >> third
+    return pocketflow.Flow(start=first)
+
+
+def test_values_queued_before_uninstrument_are_exported_after_instrumenting_again(telemetry):
+    flow = three_steps()
+    for _ in range(5):
+        flow.run({})
+    PocketFlowInstrumentor().uninstrument()
+    flow.run({})  # not instrumented: not counted
+    PocketFlowInstrumentor().instrument(
+        tracer_provider=telemetry.tracer_provider,
+        meter_provider=telemetry.meter_provider,
+        settings=Settings(),
+    )
+    for _ in range(2):
+        flow.run({})
+
+    [point] = telemetry.metric_points(semconv.METRIC_NODE_DURATION)
+    assert point.count == 7 * 3
+    [flow_point] = telemetry.metric_points(semconv.METRIC_FLOW_DURATION)
+    assert flow_point.count == 7
