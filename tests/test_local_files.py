@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from support.processes import BIN, run_program
 
+from reasonflow_otel import ENGINES
+
 # A flow run, with no logging: the app the store is judged on.
 FLOW_SCRIPT = "import pocketflow\npocketflow.Flow(start=pocketflow.Node()).run({})\n"
 INSTRUMENTED_SCRIPT = "import reasonflow_otel\nreasonflow_otel.instrument()\n" + FLOW_SCRIPT
@@ -40,7 +42,7 @@ def test_a_run_without_logs_leaves_the_trace_file_and_a_gitignore(launcher, tmp_
         {"OTEL_SDK_DISABLED": "true"},
         {"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "*"},
         # Every engine there is, the decorators and by-name tracing included.
-        {"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "pocketflow,reasonflow_methods"},
+        {"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": ",".join(ENGINES)},
     ],
     ids=lambda environ: ",".join(f"{key}={value}" for key, value in environ.items()),
 )

@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from reasonflow_otel.settings import DEFAULT_DURATION_BUCKETS, Settings, load_settings
+from reasonflow_otel.settings import (
+    CAPTURE_PHASES,
+    DEFAULT_DURATION_BUCKETS,
+    Settings,
+    load_settings,
+)
 
 
 def test_defaults_without_environment() -> None:
@@ -98,7 +103,7 @@ def test_a_list_keeps_its_valid_entries_and_names_the_others(
         "reasonflow-otel: ignoring 'Rare=2' in REASONFLOW_OTEL_SAMPLING_RATIOS='Chatty=0.1,Rare=2' "
         "(expected a number from 0 to 1); using Chatty=0.1",
         "reasonflow-otel: ignoring 'everything' in REASONFLOW_OTEL_CAPTURE='exec,everything' "
-        "(expected some of prep, exec, post, shared); using exec",
+        f"(expected some of {', '.join(CAPTURE_PHASES)}); using exec",
     ]
 
 
@@ -112,7 +117,7 @@ def test_a_list_with_no_valid_entry_names_its_empty_default(
     [record] = caplog.records
     assert record.getMessage() == (
         "reasonflow-otel: ignoring REASONFLOW_OTEL_CAPTURE='everything' "
-        "(expected some of prep, exec, post, shared); using the default (none)"
+        f"(expected some of {', '.join(CAPTURE_PHASES)}); using the default (none)"
     )
 
 

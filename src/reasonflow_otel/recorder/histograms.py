@@ -232,7 +232,7 @@ def _drop_aggregation() -> type:
 # --- One group per meter and instruments; the SDK checked once --------------------------
 
 _lock = threading.Lock()
-_groups: weakref.WeakKeyDictionary[Meter, dict[tuple[str, ...], RecordingGroup]] = (
+_groups: weakref.WeakKeyDictionary[Meter, dict[tuple[int, ...], RecordingGroup]] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -244,7 +244,9 @@ def histogram_group(meter: Meter, instruments: Sequence[Histogram]) -> Recording
     instruments from the SDK, so it reuses their group: values still queued
     are not lost, and the collection hook is registered once.
     """
-    key = tuple(instrument.name for instrument in instruments)
+    # By identity: the SDK hands out the same objects again, and the API's proxy
+    # instruments (OTEL_SDK_DISABLED, no provider yet) have no ``name``.
+    key = tuple(id(instrument) for instrument in instruments)
     with _lock:
         groups = _groups.setdefault(meter, {})
         group = groups.get(key)
