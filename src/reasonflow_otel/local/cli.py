@@ -5,6 +5,7 @@
     reasonflow-otel stats [--json]         per-node and per-flow figures, bottlenecks, failures
     reasonflow-otel export --endpoint URL  send the recorded spans to an OTLP endpoint
     reasonflow-otel doctor                 the effective configuration, and what to fix
+    reasonflow-otel ui                     a local web viewer with workflow analytics
 
 Exit status: 0 on success, 1 when the command could not do its job (missing file, unknown
 trace, endpoint down, problems found by ``doctor``), 2 for a usage error.
@@ -17,6 +18,7 @@ import contextlib
 import json
 import os
 import sys
+import webbrowser
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from string import hexdigits
@@ -149,6 +151,29 @@ def doctor_command(arguments: argparse.Namespace) -> int:
     return 1 if diagnosis.fixes else 0
 
 
+def ui_command(arguments: argparse.Namespace) -> None:
+    from reasonflow_otel.local.viewer.server import ViewerServer, is_loopback
+
+    path = _trace_file(arguments)
+    try:
+        server = ViewerServer(path, arguments.host, arguments.port)
+    except OSError as error:
+        raise CliError(
+            f"cannot serve on {arguments.host}:{arguments.port}: {error.strerror} "
+            "(pass --port 0 for any free port)"
+        ) from None
+    if not is_loopback(arguments.host):
+        warn_on_stderr(
+            f"serving on {arguments.host}: anyone who can reach it can read these traces, "
+            "which may hold sensitive data (parameters, captured payloads, log messages)"
+        )
+    print(f"Serving {path.absolute()} at {server.url} (Ctrl-C to stop)", flush=True)
+    if not arguments.no_browser:
+        webbrowser.open(server.url)
+    with server, contextlib.suppress(KeyboardInterrupt):
+        server.serve_forever()
+
+
 # --- Helpers ------------------------------------------------------------------------------------
 
 
@@ -242,6 +267,20 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--timeout", type=float, default=10.0, metavar="SECONDS", help="per request (default 10)"
     )
+
+    ui = _command(
+        commands,
+        "ui",
+        ui_command,
+        "Serve a local web viewer of the traces, with workflow analytics and a JSON API.",
+    )
+    ui.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="the interface to listen on (default 127.0.0.1: this machine only)",
+    )
+    ui.add_argument("--port", type=_count, default=7241, help="default 7241; 0 picks a free port")
+    ui.add_argument("--no-browser", action="store_true", help="do not open a web browser")
 
     _command(
         commands,

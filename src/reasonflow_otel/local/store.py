@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, TypeVar
 
+from opentelemetry.sdk.resources import SERVICE_NAME
+
 from reasonflow_otel import semconv
 
 Signal = Literal["traces", "logs"]
@@ -95,6 +97,7 @@ class SpanRecord:
     status_message: str
     attributes: Mapping[str, Any]
     events: tuple[SpanEvent, ...] = ()
+    service: str = ""  # the resource's service.name
 
     @property
     def duration(self) -> float:
@@ -167,17 +170,26 @@ def _decoded_lines(
             if not line.strip():
                 continue
             try:
-                records = decode(_parse(line, signal))
+                records = decode_line(line, signal, decode)
             except UnreadableLine as problem:
                 skipped.add(number, str(problem))
-                continue
-            except (ValueError, KeyError, TypeError, AttributeError) as error:
-                skipped.add(number, f"has malformed {signal} data ({_describe(error)})")
                 continue
             yield from records
     finally:
         file.close()
         skipped.report_rest()
+
+
+def decode_line(
+    line: bytes, signal: Signal, decode: Callable[[dict[str, Any]], list[T]]
+) -> list[T]:
+    """The records of one line; :class:`UnreadableLine` says why the line cannot be used."""
+    try:
+        return decode(_parse(line, signal))
+    except UnreadableLine:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise UnreadableLine(f"has malformed {signal} data ({_describe(error)})") from None
 
 
 def _parse(line: bytes, signal: Signal) -> dict[str, Any]:
@@ -236,14 +248,23 @@ class _SkippedLines:
 
 def decode_spans(request: dict[str, Any]) -> list[SpanRecord]:
     return [
-        _span(span)
+        _span(span, _service(resource_spans))
         for resource_spans in request["resourceSpans"]
         for scope_spans in resource_spans.get("scopeSpans") or ()
         for span in scope_spans.get("spans") or ()
     ]
 
 
-def _span(span: dict[str, Any]) -> SpanRecord:
+def _service(resource_spans: dict[str, Any]) -> str:
+    """The ``service.name`` of a resource, or ``""``."""
+    resource = resource_spans.get("resource") or {}
+    for item in resource.get("attributes") or ():
+        if item.get("key") == SERVICE_NAME:
+            return str(decode_value(item.get("value") or {}))
+    return ""
+
+
+def _span(span: dict[str, Any], service: str = "") -> SpanRecord:
     status = span.get("status") or {}
     return SpanRecord(
         trace_id=_hex_id(span["traceId"], 32, "trace id"),
@@ -259,6 +280,7 @@ def _span(span: dict[str, Any]) -> SpanRecord:
             SpanEvent(str(event.get("name", "")), decode_attributes(event.get("attributes")))
             for event in span.get("events") or ()
         ),
+        service=service,
     )
 
 

@@ -1,0 +1,532 @@
+// reasonflow-otel viewer: plain JavaScript, no build step, no network beyond this server.
+// Pages are drawn from the JSON API; text from traces is only ever set as textContent.
+"use strict";
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+const REFRESH_MS = 5000;
+const WINDOWS = { "": "any time", "15m": "last 15 minutes", "1h": "last hour", "24h": "last 24 hours", "7d": "last 7 days" };
+const WINDOW_MS = { "15m": 9e5, "1h": 36e5, "24h": 864e5, "7d": 6048e5 };
+let refreshTimer = null;
+
+// --- Small helpers ------------------------------------------------------------------------------
+
+function h(tag, attributes, ...children) {
+  const element = document.createElement(tag);
+  setAttributes(element, attributes);
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    element.append(child instanceof Node ? child : String(child));
+  }
+  return element;
+}
+
+function s(tag, attributes, ...children) {
+  const element = document.createElementNS(SVG_NS, tag);
+  setAttributes(element, attributes);
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    element.append(child instanceof Node ? child : String(child));
+  }
+  return element;
+}
+
+function setAttributes(element, attributes) {
+  for (const [name, value] of Object.entries(attributes || {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (typeof value === "function") element.addEventListener(name.slice(2), value);
+    else if (name === "style") element.style.cssText = value; // CSSOM: allowed by the CSP
+    else element.setAttribute(name, value === true ? "" : String(value));
+  }
+}
+
+function duration(seconds) {
+  if (seconds === null || seconds === undefined) return "–";
+  if (seconds <= 0) return "0 ms";
+  if (seconds < 0.001) return (seconds * 1000).toFixed(3) + " ms";
+  if (seconds < 1) return (seconds * 1000).toPrecision(3) + " ms";
+  if (seconds < 59.95) return seconds.toPrecision(3) + " s";
+  const minutes = Math.floor(Math.round(seconds) / 60);
+  return minutes >= 60
+    ? `${Math.floor(minutes / 60)}h ${String(minutes % 60).padStart(2, "0")}m`
+    : `${minutes}m ${String(Math.round(seconds) % 60).padStart(2, "0")}s`;
+}
+
+function bytes(value) {
+  if (value === null || value === undefined) return "–";
+  const units = ["B", "KiB", "MiB", "GiB"];
+  let scaled = Math.abs(value);
+  let unit = 0;
+  while (scaled >= 1024 && unit < units.length - 1) { scaled /= 1024; unit += 1; }
+  return (value < 0 ? "-" : "") + (unit ? scaled.toFixed(1) : scaled) + " " + units[unit];
+}
+
+function percent(ratio) { return (ratio * 100).toFixed(1) + "%"; }
+
+function localTime(iso) {
+  const date = new Date(iso);
+  const pad = (n) => String(n).padStart(2, "0");
+  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())} ` +
+    `${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}`;
+}
+
+function statusBadge(status) {
+  return h("span", { class: `badge ${status}` }, status === "error" ? "error" : "ok");
+}
+
+function valueText(value) {
+  return typeof value === "string" ? value : JSON.stringify(value);
+}
+
+async function getJSON(path) {
+  const response = await fetch(path, { cache: "no-store" });
+  const body = await response.json();
+  if (!response.ok) throw new Error(body.error || response.statusText);
+  return body;
+}
+
+function showFileState(file) {
+  const parts = [`${file.traces} traces · ${file.spans} spans`];
+  if (!file.exists) parts.splice(0, 1, "waiting for " + file.path);
+  if (file.skipped_lines) parts.push(`${file.skipped_lines} unreadable lines skipped`);
+  const state = document.getElementById("file-state");
+  state.textContent = parts.join(" · ");
+  state.title = [file.path, file.first_skipped].filter(Boolean).join("\n");
+}
+
+function render(...children) {
+  const app = document.getElementById("app");
+  app.replaceChildren(...children.flat(Infinity).filter((child) => child !== null && child !== undefined));
+}
+
+function failure(error) {
+  render(h("p", { class: "error-box" }, String(error.message || error)));
+}
+
+// --- Routing ------------------------------------------------------------------------------------
+
+function route() {
+  clearTimeout(refreshTimer);
+  const [path, search] = location.hash.replace(/^#/, "").split("?");
+  const parts = path.split("/").filter(Boolean);
+  const params = new URLSearchParams(search || "");
+  const page = parts[0] || "runs";
+  for (const link of document.querySelectorAll("nav a")) {
+    link.classList.toggle("active", link.dataset.page === (page === "run" ? "runs" : page));
+  }
+  if (page === "run" && parts[1]) runPage(decodeURIComponent(parts[1])).catch(failure);
+  else if (page === "workflows") workflowsPage().catch(failure);
+  else runsPage(params).catch(failure);
+}
+
+window.addEventListener("hashchange", route);
+window.addEventListener("DOMContentLoaded", route);
+
+// --- Runs ---------------------------------------------------------------------------------------
+
+async function runsPage(params) {
+  const query = new URLSearchParams();
+  for (const name of ["workflow", "status", "q"]) {
+    if (params.get(name)) query.set(name, params.get(name));
+  }
+  const window_ = params.get("window") || "";
+  if (WINDOW_MS[window_]) query.set("since", new Date(Date.now() - WINDOW_MS[window_]).toISOString());
+  const data = await getJSON("/api/traces?" + query.toString());
+  showFileState(data.file);
+  render(
+    h("h1", null, "Runs"),
+    runFilters(params, data.workflows),
+    data.traces.length ? runsTable(data.traces) : h("p", { class: "empty" }, emptyText(data)),
+    data.matched > data.traces.length
+      ? h("p", { class: "muted" }, `${data.traces.length} of ${data.matched} traces shown`)
+      : null,
+  );
+  refreshTimer = setTimeout(route, REFRESH_MS);
+}
+
+function emptyText(data) {
+  if (!data.file.exists) return `No trace file yet at ${data.file.path}: run an instrumented program.`;
+  return data.file.traces ? "No run matches the filters." : `No traces in ${data.file.path} yet.`;
+}
+
+function runFilters(params, workflows) {
+  const apply = () => {
+    const form = document.getElementById("filters");
+    const next = new URLSearchParams();
+    for (const field of form.querySelectorAll("[name]")) {
+      if (field.value.trim()) next.set(field.name, field.value.trim());
+    }
+    location.hash = "#/runs?" + next.toString();
+  };
+  const select = (name, options, label) => h(
+    "label", null, label,
+    h("select", { name, onchange: apply },
+      Object.entries(options).map(([value, text]) =>
+        h("option", { value, selected: (params.get(name) || "") === value }, text))),
+  );
+  const workflowOptions = { "": "all workflows" };
+  for (const name of workflows) workflowOptions[name] = name;
+  let typing = null;
+  return h("form", { id: "filters", class: "filters", onsubmit: (e) => e.preventDefault() },
+    select("workflow", workflowOptions, "Workflow"),
+    select("status", { "": "any status", ok: "ok", error: "error" }, "Status"),
+    select("window", WINDOWS, "Time"),
+    h("label", null, "Trace id",
+      h("input", {
+        name: "q", value: params.get("q") || "", placeholder: "prefix, e.g. 4bf92f35",
+        spellcheck: "false", autocomplete: "off",
+        oninput: () => { clearTimeout(typing); typing = setTimeout(apply, 400); },
+      })),
+  );
+}
+
+function runsTable(traces) {
+  const maxDuration = Math.max(...traces.map((t) => t.duration_s), 1e-9);
+  return h("table", { class: "runs" },
+    h("thead", null, h("tr", null,
+      ["Time", "Trace id", "Workflow", "Service", "Status", "Duration", "Spans"].map((t) => h("th", null, t)))),
+    h("tbody", null, traces.map((trace) => h("tr", {
+      "data-trace-id": trace.trace_id,
+      class: "clickable",
+      onclick: () => { location.hash = "#/run/" + trace.trace_id; },
+    },
+    h("td", { title: trace.start }, localTime(trace.start)),
+    h("td", { class: "mono" }, h("a", { href: "#/run/" + trace.trace_id }, trace.trace_id.slice(0, 16))),
+    h("td", null, trace.root),
+    h("td", { class: "muted" }, trace.service),
+    h("td", null, statusBadge(trace.status)),
+    h("td", { class: "num" },
+      h("span", { class: "mini-bar", style: `width:${Math.max(2, 60 * trace.duration_s / maxDuration)}px` }),
+      duration(trace.duration_s)),
+    h("td", { class: "num" }, trace.spans),
+    ))),
+  );
+}
+
+// --- One run ------------------------------------------------------------------------------------
+
+async function runPage(traceId) {
+  const trace = await getJSON("/api/traces/" + encodeURIComponent(traceId));
+  const spans = new Map(trace.span_list.map((span) => [span.span_id, span]));
+  const panel = h("aside", { class: "panel", id: "span-panel" });
+  const select = (spanId) => {
+    for (const row of document.querySelectorAll("[data-span-id].selected")) row.classList.remove("selected");
+    for (const row of document.querySelectorAll(`[data-span-id="${spanId}"]`)) row.classList.add("selected");
+    panel.replaceChildren(...spanPanel(spans.get(spanId), trace.logs));
+  };
+  render(
+    h("p", null, h("a", { href: "#/runs" }, "← Runs")),
+    h("h1", null, trace.root, " ", statusBadge(trace.status)),
+    h("p", { class: "muted" },
+      h("span", { class: "mono" }, trace.trace_id), ` · ${localTime(trace.start)} · ${duration(trace.duration_s)}`,
+      ` · ${trace.spans} spans · ${trace.service}`),
+    trace.graphs.length ? h("section", { class: "graphs" },
+      trace.graphs.map((graph) => flowGraph(graph, select))) : null,
+    h("div", { class: "run-body" },
+      h("section", { class: "waterfall-box" }, h("h2", null, "Waterfall"), waterfall(trace, select)),
+      panel),
+  );
+  const failed = trace.span_list.filter((span) => span.status === "error");
+  const first = failed.length ? failed[failed.length - 1] : trace.span_list[0];
+  if (first) select(first.span_id);
+}
+
+function waterfall(trace, select) {
+  const total = Math.max(trace.duration_s, 1e-9);
+  return h("div", { class: "waterfall", role: "tree" },
+    h("div", { class: "wf-row wf-head" },
+      h("div", { class: "wf-name" }, "Span"),
+      h("div", { class: "wf-track" }, ticks(total))),
+    trace.span_list.map((span) => {
+      const left = (100 * span.start_offset_s) / total;
+      const width = Math.max((100 * span.duration_s) / total, 0.3);
+      const notes = [];
+      if (span.retries) notes.push(`${span.retries} ${span.retries === 1 ? "retry" : "retries"}`);
+      if (span.fallback) notes.push("fallback");
+      if (span.routing_miss) notes.push("routing miss");
+      return h("div", {
+        class: `wf-row ${span.status} kind-${span.kind}`,
+        "data-span-id": span.span_id,
+        "data-depth": span.depth,
+        "data-name": span.name,
+        role: "treeitem",
+        onclick: () => select(span.span_id),
+      },
+      h("div", { class: "wf-name", style: `padding-left:${8 + span.depth * 16}px`, title: span.name },
+        h("span", { class: "dot" }), span.name,
+        notes.length ? h("span", { class: "notes" }, notes.join(" · ")) : null),
+      h("div", { class: "wf-track" },
+        h("div", { class: "wf-bar", style: `left:${left}%;width:${width}%` }),
+        h("span", { class: "wf-label", style: labelPlace(left, width) }, duration(span.duration_s))));
+    }));
+}
+
+function labelPlace(left, width) {
+  // After the bar when there is room, else before it, else inside it.
+  if (left + width <= 82) return `left:${left + width}%`;
+  if (left >= 14) return `right:${100 - left}%;margin-right:6px`;
+  return `left:${left}%;color:#fff`;
+}
+
+function ticks(total) {
+  return [0, 0.25, 0.5, 0.75].map((f) => h("span", { class: "tick", style: `left:${f * 100}%` }, duration(f * total)));
+}
+
+function spanPanel(span, logs) {
+  if (!span) return [];
+  const sections = [
+    h("h2", null, span.name),
+    h("p", null, statusBadge(span.status), " ", duration(span.duration_s),
+      h("span", { class: "muted" }, ` at +${duration(span.start_offset_s)} · ${span.kind}`)),
+  ];
+  if (span.error) sections.push(h("p", { class: "error-box" }, span.error));
+  if (span.routing_miss) {
+    sections.push(h("p", { class: "warn-box" },
+      `Routing miss: action "${span.routing_miss.action}" has no successor ` +
+      `(expected ${span.routing_miss.expected.map((a) => `"${a}"`).join(", ")}); the flow ended here.`));
+  }
+  if (span.exception) {
+    sections.push(h("h3", null, "Exception"),
+      h("p", null, h("b", null, span.exception.type), ": ", span.exception.message),
+      span.exception.stacktrace ? h("pre", { class: "stack" }, span.exception.stacktrace) : null);
+  }
+  const events = span.events.filter((event) => event.name !== "exception");
+  if (events.length) {
+    sections.push(h("h3", null, "Events"), h("ul", { class: "events" }, events.map((event) => h("li", null,
+      h("b", null, eventTitle(event)), " ",
+      Object.entries(event.attributes).map(([k, v]) => h("span", { class: "kv" }, `${k}=${valueText(v)}`))))));
+  }
+  const ownLogs = logs.filter((log) => log.span_id === span.span_id);
+  if (ownLogs.length) {
+    sections.push(h("h3", null, "Logs"), h("ul", { class: "logs" }, ownLogs.map((log) => h("li", null,
+      h("span", { class: `sev ${log.severity}` }, log.severity), " ",
+      h("span", { class: "muted" }, localTime(log.time).slice(11)), " ", log.body))));
+  }
+  if (Object.keys(span.payloads).length) {
+    sections.push(h("h3", null, "Captured payloads"), keyValues(span.payloads, "payloads"));
+  }
+  const attributes = Object.fromEntries(
+    Object.entries(span.attributes).filter(([key]) => key !== "reasonflow.flow.graph"));
+  sections.push(h("h3", null, "Attributes"), keyValues(attributes, "attributes"));
+  sections.push(h("p", { class: "muted mono small" }, `span ${span.span_id}`,
+    span.parent_id ? ` · parent ${span.parent_id}` : ""));
+  return sections;
+}
+
+function eventTitle(event) {
+  const titles = { "reasonflow.retry": "retry", "reasonflow.fallback": "fallback" };
+  return titles[event.name] || event.name;
+}
+
+function keyValues(values, name) {
+  return h("table", { class: `kv-table ${name}` }, Object.entries(values).sort().map(([key, value]) =>
+    h("tr", null, h("th", null, key), h("td", null, h("code", null, valueText(value))))));
+}
+
+// --- Flow graphs ----------------------------------------------------------------------------------
+
+function layers(graph) {
+  // Longest path from the start node over forward edges (back edges close loops).
+  const outgoing = new Map(graph.nodes.map((node) => [node.id, []]));
+  for (const edge of graph.edges) if (outgoing.has(edge.source)) outgoing.get(edge.source).push(edge);
+  const state = new Map();
+  const back = new Set();
+  const order = [];
+  const visit = (id) => {
+    state.set(id, "open");
+    for (const edge of outgoing.get(id) || []) {
+      if (!outgoing.has(edge.target)) continue;
+      if (state.get(edge.target) === "open") back.add(edge);
+      else if (!state.has(edge.target)) visit(edge.target);
+    }
+    state.set(id, "done");
+    order.push(id);
+  };
+  for (const node of graph.nodes) if (!state.has(node.id)) visit(node.id);
+  const layer = new Map(graph.nodes.map((node) => [node.id, 0]));
+  for (const id of order.reverse()) {
+    for (const edge of outgoing.get(id) || []) {
+      if (back.has(edge) || !layer.has(edge.target)) continue;
+      layer.set(edge.target, Math.max(layer.get(edge.target), layer.get(id) + 1));
+    }
+  }
+  return { layer, back };
+}
+
+function flowGraph(graph, select) {
+  const W = 150, H = 46, GAP_X = 60, GAP_Y = 26, PAD = 20;
+  const { layer, back } = layers(graph);
+  const rows = new Map();
+  const position = new Map();
+  for (const node of graph.nodes) {
+    const column = layer.get(node.id);
+    const row = rows.get(column) || 0;
+    rows.set(column, row + 1);
+    position.set(node.id, { x: PAD + column * (W + GAP_X), y: PAD + 18 + row * (H + GAP_Y) });
+  }
+  const width = PAD * 2 + (Math.max(...layer.values(), 0) + 1) * (W + GAP_X) - GAP_X;
+  const height = PAD * 2 + 18 + Math.max(...rows.values(), 1) * (H + GAP_Y) - GAP_Y;
+  const svg = s("svg", {
+    class: "flow-graph", width, height, viewBox: `0 0 ${width} ${height}`,
+    "data-workflow": graph.workflow, role: "img", "aria-label": `${graph.workflow} graph`,
+  },
+  s("defs", null,
+    ["plain", "taken"].map((kind) => s("marker", {
+      id: `arrow-${kind}`, viewBox: "0 0 10 10", refX: 10, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse",
+    }, s("path", { d: "M0,0 L10,5 L0,10 z", class: `arrow ${kind}` })))),
+  graph.edges.map((edge) => graphEdge(edge, position, back.has(edge), W, H)),
+  graph.nodes.map((node) => graphNode(node, position.get(node.id), W, H, select)));
+  const misses = graph.routing_misses.map((miss) => h("p", { class: "warn-box" },
+    `Routing miss at ${miss.node}: action "${miss.action}" has no successor (expected ` +
+    `${miss.expected.map((a) => `"${a}"`).join(", ")}).`));
+  return h("figure", { class: "graph-box" },
+    h("figcaption", null, h("b", null, graph.workflow), h("span", { class: "muted" },
+      " · highlighted: the path this run took", graph.truncated ? " · graph truncated" : "")),
+    h("div", { class: "graph-scroll" }, svg), misses);
+}
+
+function graphEdge(edge, position, isBack, W, H) {
+  const from = position.get(edge.source);
+  const to = position.get(edge.target);
+  if (!from || !to) return null;
+  const kind = edge.taken ? "taken" : "plain";
+  let d;
+  let label;
+  if (isBack || to.x <= from.x) {
+    const top = Math.min(from.y, to.y) - 14;
+    d = `M${from.x + W / 2},${from.y} C${from.x + W / 2},${top - 20} ${to.x + W / 2},${top - 20} ${to.x + W / 2},${to.y}`;
+    label = { x: (from.x + to.x + W) / 2, y: top - 12 };
+  } else {
+    const x1 = from.x + W, y1 = from.y + H / 2, x2 = to.x, y2 = to.y + H / 2;
+    const mid = (x1 + x2) / 2;
+    d = `M${x1},${y1} C${mid},${y1} ${mid},${y2} ${x2},${y2}`;
+    label = { x: mid, y: (y1 + y2) / 2 - 5 };
+  }
+  return s("g", { class: `graph-edge ${kind}`, "data-source": edge.source, "data-target": edge.target, "data-action": edge.action, "data-taken": String(edge.taken) },
+    s("path", { d, "marker-end": `url(#arrow-${kind})` }),
+    edge.action !== "default" ? s("text", { x: label.x, y: label.y, "text-anchor": "middle" }, edge.action) : null);
+}
+
+function graphNode(node, at, W, H, select) {
+  const taken = node.runs > 0;
+  const detail = taken
+    ? `${node.runs > 1 ? node.runs + " runs · " : ""}${duration(node.duration_s)}`
+    : "not run";
+  return s("g", {
+    class: `graph-node ${node.status}`, transform: `translate(${at.x},${at.y})`,
+    "data-node-id": node.id, "data-name": node.name, "data-taken": String(taken), "data-status": node.status,
+    onclick: taken ? () => select(node.span_ids[0]) : null,
+  },
+  s("title", null, `${node.name} (${node.class}): ${detail}`),
+  s("rect", { width: W, height: H, rx: 8 }),
+  s("text", { x: W / 2, y: 19, "text-anchor": "middle", class: "node-name" }, clip(node.name, 20)),
+  s("text", { x: W / 2, y: 36, "text-anchor": "middle", class: "node-detail" }, detail));
+}
+
+function clip(text, length) { return text.length > length ? text.slice(0, length - 1) + "…" : text; }
+
+// --- Workflows ------------------------------------------------------------------------------------
+
+async function workflowsPage() {
+  const stats = await getJSON("/api/stats");
+  showFileState(stats.file);
+  const names = Object.keys(stats.workflows);
+  render(
+    h("h1", null, "Workflows"),
+    names.length ? null : h("p", { class: "empty" }, "No workflow runs recorded yet."),
+    names.map((name) => workflowCard(name, stats.workflows[name])),
+    Object.keys(stats.failures).length ? failuresCard(stats.failures) : null,
+  );
+  refreshTimer = setTimeout(route, REFRESH_MS * 2);
+}
+
+function figure(label, value, title) {
+  return h("div", { class: "figure", title }, h("div", { class: "figure-value" }, value), h("div", { class: "figure-label" }, label));
+}
+
+function workflowCard(name, workflow) {
+  const prediction = workflow.prediction;
+  return h("section", { class: "card workflow", "data-workflow": name },
+    h("h2", null, name),
+    h("div", { class: "figures" },
+      figure("runs", workflow.runs),
+      figure("error rate", percent(workflow.error_rate)),
+      figure("p50", duration(workflow.p50_s)),
+      figure("p95", duration(workflow.p95_s)),
+      figure("max", duration(workflow.max_s)),
+      figure("CPU time", duration(workflow.cpu_s), "sum over the nodes it ran"),
+      figure("memory growth", bytes(workflow.memory_growth_bytes), "sum over the nodes it ran"),
+      figure("next run", `${duration(prediction.p50_s)} – ${duration(prediction.p95_s)}`, prediction.basis)),
+    h("p", { class: "prediction muted" },
+      `Next run: likely about ${duration(prediction.p50_s)}, under ${duration(prediction.p95_s)} ` +
+      `in 95% of cases — the ${prediction.basis.replace(/ \(nearest rank\)/, "")} ` +
+      `(${prediction.runs} run${prediction.runs === 1 ? "" : "s"} available).`),
+    h("div", { class: "columns" },
+      h("div", null, h("h3", null, "Bottlenecks"), h("p", { class: "muted small" }, "share of the workflow's time"),
+        h("ol", { class: "bottlenecks" }, workflow.bottlenecks.map((b) => h("li", { class: "bottleneck", "data-step": b.step },
+          h("span", { class: "b-name" }, b.step),
+          h("span", { class: "b-bar" }, h("span", { style: `width:${Math.min(100, b.share * 100)}%` })),
+          h("span", { class: "num" }, percent(b.share)))))),
+      h("div", null, h("h3", null, "Slower than usual"), h("p", { class: "muted small" }, "latest run ÷ the step's own p50"),
+        workflow.slower_than_usual.length ? h("table", { class: "slow" },
+          h("tr", null, h("th", null, "Step"), h("th", null, "latest"), h("th", null, "p50"), h("th", null, "×")),
+          workflow.slower_than_usual.map((row) => h("tr", { class: row.ratio >= 1.5 ? "hot" : "" },
+            h("td", null, row.step), h("td", { class: "num" }, duration(row.latest_s)),
+            h("td", { class: "num" }, duration(row.p50_s)), h("td", { class: "num" }, row.ratio.toFixed(2)))))
+          : h("p", { class: "muted" }, "Needs two runs of a step."))),
+    h("h3", null, "Resource trend"), trendChart(workflow.trend),
+    h("h3", null, "Steps"), stepsTable(workflow.steps));
+}
+
+function stepsTable(steps) {
+  const columns = ["Step", "runs", "error %", "p50", "p95", "max", "CPU", "memory", "retries", "fallbacks"];
+  return h("table", { class: "steps" },
+    h("tr", null, columns.map((c) => h("th", null, c))),
+    Object.entries(steps).map(([name, step]) => h("tr", { "data-step": name },
+      h("td", null, name, step.kind === "flow" ? h("span", { class: "muted" }, " (flow)") : null),
+      h("td", { class: "num" }, step.runs),
+      h("td", { class: "num" }, percent(step.error_rate)),
+      h("td", { class: "num" }, duration(step.p50_s)),
+      h("td", { class: "num" }, duration(step.p95_s)),
+      h("td", { class: "num" }, duration(step.max_s)),
+      h("td", { class: "num" }, duration(step.cpu_s)),
+      h("td", { class: "num" }, bytes(step.memory_growth_bytes)),
+      h("td", { class: "num" }, step.retries),
+      h("td", { class: "num" }, step.fallbacks))));
+}
+
+function trendChart(trend) {
+  if (!trend.length) return h("p", { class: "muted" }, "No runs yet.");
+  const W = 720, H = 150, L = 56, R = 56, T = 10, B = 24;
+  const maxDuration = Math.max(...trend.map((p) => p.duration_s), 1e-9);
+  const maxCpu = Math.max(...trend.map((p) => p.cpu_s || 0), 1e-9);
+  const step = (W - L - R) / Math.max(trend.length, 1);
+  const barWidth = Math.max(Math.min(step * 0.7, 24), 1);
+  const y = (value, max) => T + (H - T - B) * (1 - value / max);
+  const cpuLine = trend.map((p, i) => `${i ? "L" : "M"}${L + step * (i + 0.5)},${y(p.cpu_s || 0, maxCpu)}`).join(" ");
+  return h("figure", { class: "trend" }, s("svg", { width: W, height: H, viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "duration and CPU time per run" },
+    s("line", { x1: L, x2: W - R, y1: H - B, y2: H - B, class: "axis" }),
+    s("text", { x: L - 6, y: T + 8, "text-anchor": "end", class: "axis-label" }, duration(maxDuration)),
+    s("text", { x: W - R + 6, y: T + 8, class: "axis-label cpu" }, duration(maxCpu)),
+    s("text", { x: L, y: H - 6, class: "axis-label" }, localTime(trend[0].start)),
+    s("text", { x: W - R, y: H - 6, "text-anchor": "end", class: "axis-label" }, localTime(trend[trend.length - 1].start)),
+    trend.map((p, i) => s("rect", {
+      class: `trend-bar ${p.status}`, x: L + step * i + (step - barWidth) / 2, y: y(p.duration_s, maxDuration),
+      width: barWidth, height: Math.max(H - B - y(p.duration_s, maxDuration), 1),
+    }, s("title", null, `${localTime(p.start)}: ${duration(p.duration_s)}, CPU ${duration(p.cpu_s)}, memory ${bytes(p.memory_growth_bytes)}`))),
+    s("path", { d: cpuLine, class: "cpu-line" })),
+  h("figcaption", { class: "muted small" }, h("span", { class: "legend bar" }), "duration per run (red: failed) ",
+    h("span", { class: "legend line" }), "CPU time of its nodes"));
+}
+
+function failuresCard(failures) {
+  return h("section", { class: "card failures" }, h("h2", null, "Failures"),
+    h("p", { class: "muted small" }, "by error.type: runs that failed, attempts that were retried, and where"),
+    h("table", null,
+      h("tr", null, ["error.type", "failed runs", "retried attempts", "where", "example"].map((c) => h("th", null, c))),
+      Object.entries(failures).map(([type, f]) => h("tr", { "data-error-type": type },
+        h("td", null, h("b", null, type)),
+        h("td", { class: "num" }, f.failed_runs),
+        h("td", { class: "num" }, f.retried_attempts),
+        h("td", null, Object.entries(f.where).map(([node, n]) => `${node} (${n})`).join(", ")),
+        h("td", { class: "muted" }, f.example)))));
+}
