@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Container, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, TypeVar
@@ -246,13 +246,14 @@ class _SkippedLines:
 # --- Decoding OTLP/JSON -------------------------------------------------------------------------
 
 
-def decode_spans(request: dict[str, Any]) -> list[SpanRecord]:
-    return [
-        _span(span, _service(resource_spans))
-        for resource_spans in request["resourceSpans"]
-        for scope_spans in resource_spans.get("scopeSpans") or ()
-        for span in scope_spans.get("spans") or ()
-    ]
+def decode_spans(request: dict[str, Any], keep: Container[str] | None = None) -> list[SpanRecord]:
+    """The request's spans; with ``keep``, only those attribute keys are decoded (faster)."""
+    spans = []
+    for resource_spans in request["resourceSpans"]:
+        service = _service(resource_spans)
+        for scope_spans in resource_spans.get("scopeSpans") or ():
+            spans += (_span(span, service, keep) for span in scope_spans.get("spans") or ())
+    return spans
 
 
 def _service(resource_spans: dict[str, Any]) -> str:
@@ -264,7 +265,7 @@ def _service(resource_spans: dict[str, Any]) -> str:
     return ""
 
 
-def _span(span: dict[str, Any], service: str = "") -> SpanRecord:
+def _span(span: dict[str, Any], service: str, keep: Container[str] | None) -> SpanRecord:
     status = span.get("status") or {}
     return SpanRecord(
         trace_id=_hex_id(span["traceId"], 32, "trace id"),
@@ -275,9 +276,9 @@ def _span(span: dict[str, Any], service: str = "") -> SpanRecord:
         end_ns=int(span["endTimeUnixNano"]),
         failed=status.get("code") in _STATUS_ERROR,
         status_message=str(status.get("message", "")),
-        attributes=decode_attributes(span.get("attributes")),
+        attributes=decode_attributes(span.get("attributes"), keep),
         events=tuple(
-            SpanEvent(str(event.get("name", "")), decode_attributes(event.get("attributes")))
+            SpanEvent(str(event.get("name", "")), decode_attributes(event.get("attributes"), keep))
             for event in span.get("events") or ()
         ),
         service=service,
@@ -316,9 +317,20 @@ def severity_name(number: int) -> str:
     return _SEVERITY_NAMES[index] if 0 <= index < len(_SEVERITY_NAMES) else "LOG"
 
 
-def decode_attributes(attributes: list[dict[str, Any]] | None) -> dict[str, Any]:
-    """OTLP/JSON ``[{"key": k, "value": {"stringValue": v}}, ...]`` as ``{k: v}``."""
-    return {item["key"]: decode_value(item.get("value") or {}) for item in attributes or ()}
+def decode_attributes(
+    attributes: list[dict[str, Any]] | None, keep: Container[str] | None = None
+) -> dict[str, Any]:
+    """OTLP/JSON ``[{"key": k, "value": {"stringValue": v}}, ...]`` as ``{k: v}``.
+
+    With ``keep``, other keys are left out.
+    """
+    if keep is None:
+        return {item["key"]: decode_value(item.get("value") or {}) for item in attributes or ()}
+    return {
+        item["key"]: decode_value(item.get("value") or {})
+        for item in attributes or ()
+        if item["key"] in keep
+    }
 
 
 def decode_value(value: dict[str, Any]) -> Any:

@@ -2,9 +2,13 @@
 
 Each trace keeps its listing summary and the byte offsets of the lines holding its spans, so
 memory grows with the number of traces and lines, not with the spans' attributes; a trace is
-read back from those lines when it is opened. Every request first checks the file's size: new
+read back from those lines when it is opened, and only the attributes the listing and the
+analytics use are decoded while indexing. Every request first checks the file's size: new
 complete lines are read from the last offset (a line still being written waits for its
 newline), and a file that shrank or was replaced is read again from the start.
+
+One thread reads at a time. A large file is indexed by a background thread started with the
+server; meanwhile requests are answered from what is indexed so far (``indexing`` is true).
 """
 
 from __future__ import annotations
@@ -13,10 +17,12 @@ import os
 import sys
 import threading
 from array import array
-from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import BinaryIO
 
+from reasonflow_otel import semconv
 from reasonflow_otel.local.listing import TraceSummary
 from reasonflow_otel.local.store import (
     LogLine,
@@ -28,6 +34,22 @@ from reasonflow_otel.local.store import (
     read_logs,
 )
 from reasonflow_otel.local.viewer.analytics import Analytics
+
+# The attributes (of spans and their events) that the listing and the analytics read.
+INDEXED_KEYS = frozenset(
+    {
+        semconv.GEN_AI_OPERATION_NAME,
+        semconv.GEN_AI_WORKFLOW_NAME,
+        semconv.NODE_KIND,
+        semconv.NODE_NAME,
+        semconv.NODE_CPU_TIME,
+        semconv.NODE_MEMORY_GROWTH,
+        semconv.NODE_FALLBACK,
+        semconv.ERROR_TYPE,
+        semconv.EXCEPTION_MESSAGE,
+    }
+)
+_decode_indexed = partial(decode_spans, keep=INDEXED_KEYS)
 
 
 class IndexedTrace(TraceSummary):
@@ -58,6 +80,9 @@ class FileState:
     traces: int
     skipped_lines: int
     first_skipped: str  # why the first unreadable line was skipped ("" when none was)
+    indexing: bool  # another thread is reading the file: the figures will grow
+    indexed_bytes: int
+    size_bytes: int
 
     def report(self) -> dict[str, object]:
         return {
@@ -67,6 +92,9 @@ class FileState:
             "traces": self.traces,
             "skipped_lines": self.skipped_lines,
             "first_skipped": self.first_skipped,
+            "indexing": self.indexing,
+            "indexed_bytes": self.indexed_bytes,
+            "size_bytes": self.size_bytes,
         }
 
 
@@ -75,7 +103,8 @@ class TraceIndex:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the index; held per line while reading
+        self._reader = threading.Lock()  # held by the one thread reading the file
         self._reset(None)
 
     def _reset(self, identity: tuple[int, int] | None) -> None:
@@ -92,36 +121,49 @@ class TraceIndex:
     # --- Reading ------------------------------------------------------------------------------
 
     def refresh(self) -> None:
-        """Read what was appended since the last call; start over if the file was replaced."""
-        with self._lock:
+        """Read what was appended since the last call; start over if the file was replaced.
+
+        Returns at once when another thread is reading.
+        """
+        if not self._reader.acquire(blocking=False):
+            return
+        try:
             try:
                 status = os.stat(self.path)
             except FileNotFoundError:
-                self._reset(None)
+                with self._lock:
+                    self._reset(None)
                 return
             identity = (status.st_dev, status.st_ino)
             if identity != self._identity or status.st_size < self._offset:
-                self._reset(identity)
+                with self._lock:
+                    self._reset(identity)
             if status.st_size > self._offset:
                 with self.path.open("rb") as file:
                     file.seek(self._offset)
                     self._read(file)
+        finally:
+            self._reader.release()
 
-    def _read(self, file: Iterable[bytes]) -> None:
-        offset = self._offset
+    def refresh_in_background(self) -> threading.Thread:
+        thread = threading.Thread(target=self.refresh, name="reasonflow-viewer-index", daemon=True)
+        thread.start()
+        return thread
+
+    def _read(self, file: BinaryIO) -> None:
         for line in file:
             if not line.endswith(b"\n"):
                 break  # still being written: read it once it is complete
-            self._lines += 1
-            if line.strip():
-                self._index_line(line, offset)
-            offset += len(line)
-        self._offset = offset
-        self._newest_first = None
+            with self._lock:
+                self._lines += 1
+                if line.strip():
+                    self._index_line(line, self._offset)
+                self._offset += len(line)
+                self._newest_first = None
 
     def _index_line(self, line: bytes, offset: int) -> None:
         try:
-            spans = decode_line(line, "traces", decode_spans)
+            spans = decode_line(line, "traces", _decode_indexed)
         except UnreadableLine as problem:
             self._skipped += 1
             self._first_skipped = self._first_skipped or f"line {self._lines} {problem}"
@@ -181,6 +223,10 @@ class TraceIndex:
             return self._analytics.report()
 
     def state(self) -> FileState:
+        try:
+            size = os.stat(self.path).st_size
+        except OSError:
+            size = 0
         with self._lock:
             return FileState(
                 path=str(self.path.absolute()),
@@ -189,6 +235,9 @@ class TraceIndex:
                 traces=len(self._traces),
                 skipped_lines=self._skipped,
                 first_skipped=self._first_skipped,
+                indexing=self._reader.locked(),
+                indexed_bytes=self._offset,
+                size_bytes=size,
             )
 
 

@@ -62,6 +62,7 @@ class ViewerServer(ThreadingHTTPServer):
             for route, (name, kind) in STATIC_FILES.items()
         }
         super().__init__((host, port), ViewerRequestHandler)
+        self.index.refresh_in_background()
 
     @property
     def url(self) -> str:

@@ -88,6 +88,7 @@ function showFileState(file) {
   const parts = [`${file.traces} traces · ${file.spans} spans`];
   if (!file.exists) parts.splice(0, 1, "waiting for " + file.path);
   if (file.skipped_lines) parts.push(`${file.skipped_lines} unreadable lines skipped`);
+  if (file.indexing) parts.push(`reading the file… ${percent(file.indexed_bytes / Math.max(file.size_bytes, 1))}`);
   const state = document.getElementById("file-state");
   state.textContent = parts.join(" · ");
   state.title = [file.path, file.first_skipped].filter(Boolean).join("\n");
@@ -140,7 +141,7 @@ async function runsPage(params) {
       ? h("p", { class: "muted" }, `${data.traces.length} of ${data.matched} traces shown`)
       : null,
   );
-  refreshTimer = setTimeout(route, REFRESH_MS);
+  refreshTimer = setTimeout(route, data.file.indexing ? 1000 : REFRESH_MS);
 }
 
 function emptyText(data) {
@@ -436,7 +437,7 @@ async function workflowsPage() {
     names.map((name) => workflowCard(name, stats.workflows[name])),
     Object.keys(stats.failures).length ? failuresCard(stats.failures) : null,
   );
-  refreshTimer = setTimeout(route, REFRESH_MS * 2);
+  refreshTimer = setTimeout(route, stats.file.indexing ? 1000 : REFRESH_MS * 2);
 }
 
 function figure(label, value, title) {
