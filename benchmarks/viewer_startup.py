@@ -86,7 +86,8 @@ def build_file(path: Path, span_count: int, directory: Path) -> int:
             number += 1
             while len(pending) >= BATCH or (pending and written >= span_count):
                 batch, pending = pending[:BATCH], pending[BATCH:]
-                request = {"resourceSpans": [{"resource": resource, "scopeSpans": [{"spans": batch}]}]}
+                scope_spans = [{"spans": batch}]
+                request = {"resourceSpans": [{"resource": resource, "scopeSpans": scope_spans}]}
                 file.write(json.dumps(request, separators=(",", ":")) + "\n")
     return number
 

@@ -125,6 +125,8 @@ class Workflow:
     def report(self) -> dict[str, Any]:
         return {
             **self.runs.report(),
+            "retries": sum(stats.retries for stats in self.steps.values()),
+            "fallbacks": sum(stats.fallbacks for stats in self.steps.values()),
             "steps": {name: stats.report() for name, stats in sorted(self.steps.items())},
             "bottlenecks": self._bottlenecks(),
             "slower_than_usual": self._slower_than_usual(),

@@ -125,23 +125,36 @@ window.addEventListener("DOMContentLoaded", route);
 // --- Runs ---------------------------------------------------------------------------------------
 
 async function runsPage(params) {
+  const data = await getJSON("/api/traces?" + tracesQuery(params));
+  render(h("h1", null, "Runs"), runFilters(params, data.workflows), h("div", { id: "runs-results" }));
+  showRuns(data, params);
+}
+
+async function refreshRuns(params) {
+  // Only the results: the filters keep their focus and what is being typed.
+  const data = await getJSON("/api/traces?" + tracesQuery(params));
+  if (document.getElementById("runs-results")) showRuns(data, params);
+}
+
+function tracesQuery(params) {
   const query = new URLSearchParams();
   for (const name of ["workflow", "status", "q"]) {
     if (params.get(name)) query.set(name, params.get(name));
   }
   const window_ = params.get("window") || "";
   if (WINDOW_MS[window_]) query.set("since", new Date(Date.now() - WINDOW_MS[window_]).toISOString());
-  const data = await getJSON("/api/traces?" + query.toString());
+  return query.toString();
+}
+
+function showRuns(data, params) {
   showFileState(data.file);
-  render(
-    h("h1", null, "Runs"),
-    runFilters(params, data.workflows),
+  document.getElementById("runs-results").replaceChildren(
     data.traces.length ? runsTable(data.traces) : h("p", { class: "empty" }, emptyText(data)),
     data.matched > data.traces.length
       ? h("p", { class: "muted" }, `${data.traces.length} of ${data.matched} traces shown`)
-      : null,
+      : "",
   );
-  refreshTimer = setTimeout(route, data.file.indexing ? 1000 : REFRESH_MS);
+  refreshTimer = setTimeout(() => refreshRuns(params).catch(failure), data.file.indexing ? 1000 : REFRESH_MS);
 }
 
 function emptyText(data) {
@@ -156,7 +169,10 @@ function runFilters(params, workflows) {
     for (const field of form.querySelectorAll("[name]")) {
       if (field.value.trim()) next.set(field.name, field.value.trim());
     }
-    location.hash = "#/runs?" + next.toString();
+    // The address follows the filters without redrawing them (typing keeps its focus).
+    history.replaceState(null, "", "#/runs?" + next.toString());
+    clearTimeout(refreshTimer);
+    refreshRuns(next).catch(failure);
   };
   const select = (name, options, label) => h(
     "label", null, label,
