@@ -74,6 +74,7 @@ function statusBadge(status) {
 }
 
 function valueText(value) {
+  if (typeof value === "number" && !Number.isInteger(value)) return String(Number(value.toPrecision(6)));
   return typeof value === "string" ? value : JSON.stringify(value);
 }
 
@@ -369,8 +370,9 @@ function layers(graph) {
   return { layer, back };
 }
 
+const NODE_W = 150, NODE_H = 46, GAP_X = 60, GAP_Y = 26, PAD = 20, ARC = 22;
+
 function flowGraph(graph, select) {
-  const W = 150, H = 46, GAP_X = 60, GAP_Y = 26, PAD = 20;
   const { layer, back } = layers(graph);
   const rows = new Map();
   const position = new Map();
@@ -378,10 +380,11 @@ function flowGraph(graph, select) {
     const column = layer.get(node.id);
     const row = rows.get(column) || 0;
     rows.set(column, row + 1);
-    position.set(node.id, { x: PAD + column * (W + GAP_X), y: PAD + 18 + row * (H + GAP_Y) });
+    position.set(node.id, { x: PAD + column * (NODE_W + GAP_X), y: PAD + 18 + row * (NODE_H + GAP_Y) });
   }
-  const width = PAD * 2 + (Math.max(...layer.values(), 0) + 1) * (W + GAP_X) - GAP_X;
-  const height = PAD * 2 + 18 + Math.max(...rows.values(), 1) * (H + GAP_Y) - GAP_Y;
+  const width = PAD * 2 + (Math.max(...layer.values(), 0) + 1) * (NODE_W + GAP_X) - GAP_X;
+  const skips = graph.edges.some((e) => layer.get(e.target) - layer.get(e.source) > 1);
+  const height = PAD * 2 + 18 + Math.max(...rows.values(), 1) * (NODE_H + GAP_Y) - GAP_Y + (skips ? 2 * ARC : 0);
   const svg = s("svg", {
     class: "flow-graph", width, height, viewBox: `0 0 ${width} ${height}`,
     "data-workflow": graph.workflow, role: "img", "aria-label": `${graph.workflow} graph`,
@@ -390,8 +393,8 @@ function flowGraph(graph, select) {
     ["plain", "taken"].map((kind) => s("marker", {
       id: `arrow-${kind}`, viewBox: "0 0 10 10", refX: 10, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse",
     }, s("path", { d: "M0,0 L10,5 L0,10 z", class: `arrow ${kind}` })))),
-  graph.edges.map((edge) => graphEdge(edge, position, back.has(edge), W, H)),
-  graph.nodes.map((node) => graphNode(node, position.get(node.id), W, H, select)));
+  graph.edges.map((edge) => graphEdge(edge, position, back.has(edge))),
+  graph.nodes.map((node) => graphNode(node, position.get(node.id), select)));
   const misses = graph.routing_misses.map((miss) => h("p", { class: "warn-box" },
     `Routing miss at ${miss.node}: action "${miss.action}" has no successor (expected ` +
     `${miss.expected.map((a) => `"${a}"`).join(", ")}).`));
@@ -401,7 +404,7 @@ function flowGraph(graph, select) {
     h("div", { class: "graph-scroll" }, svg), misses);
 }
 
-function graphEdge(edge, position, isBack, W, H) {
+function graphEdge(edge, position, isBack) {
   const from = position.get(edge.source);
   const to = position.get(edge.target);
   if (!from || !to) return null;
@@ -410,20 +413,29 @@ function graphEdge(edge, position, isBack, W, H) {
   let label;
   if (isBack || to.x <= from.x) {
     const top = Math.min(from.y, to.y) - 14;
-    d = `M${from.x + W / 2},${from.y} C${from.x + W / 2},${top - 20} ${to.x + W / 2},${top - 20} ${to.x + W / 2},${to.y}`;
-    label = { x: (from.x + to.x + W) / 2, y: top - 12 };
+    d = `M${from.x + NODE_W / 2},${from.y} C${from.x + NODE_W / 2},${top - 20} ${to.x + NODE_W / 2},${top - 20} ${to.x + NODE_W / 2},${to.y}`;
+    label = { x: (from.x + to.x + NODE_W) / 2, y: top - 12 };
+  } else if (to.x - from.x > NODE_W + GAP_X) {
+    // Skips a column: arc below the nodes in between instead of running through them.
+    const x1 = from.x + NODE_W / 2, y1 = from.y + NODE_H, x2 = to.x + NODE_W / 2, y2 = to.y + NODE_H;
+    const bottom = Math.max(y1, y2) + 2 * ARC;
+    d = `M${x1},${y1} C${x1},${bottom} ${x2},${bottom} ${x2},${y2}`;
+    label = { x: (x1 + x2) / 2, y: Math.max(y1, y2) + 1.5 * ARC + 4 };
   } else {
-    const x1 = from.x + W, y1 = from.y + H / 2, x2 = to.x, y2 = to.y + H / 2;
+    const x1 = from.x + NODE_W, y1 = from.y + NODE_H / 2, x2 = to.x, y2 = to.y + NODE_H / 2;
     const mid = (x1 + x2) / 2;
     d = `M${x1},${y1} C${mid},${y1} ${mid},${y2} ${x2},${y2}`;
-    label = { x: mid, y: (y1 + y2) / 2 - 5 };
+    // A straight edge is labelled above its middle, a bent one just before its target.
+    label = y1 === y2 ? { x: mid, y: y1 - 6 } : { x: x2 - 6, y: y2 - 8, anchor: "end" };
   }
   return s("g", { class: `graph-edge ${kind}`, "data-source": edge.source, "data-target": edge.target, "data-action": edge.action, "data-taken": String(edge.taken) },
     s("path", { d, "marker-end": `url(#arrow-${kind})` }),
-    edge.action !== "default" ? s("text", { x: label.x, y: label.y, "text-anchor": "middle" }, edge.action) : null);
+    edge.action !== "default"
+      ? s("text", { x: label.x, y: label.y, "text-anchor": label.anchor || "middle" }, edge.action)
+      : null);
 }
 
-function graphNode(node, at, W, H, select) {
+function graphNode(node, at, select) {
   const taken = node.runs > 0;
   const detail = taken
     ? `${node.runs > 1 ? node.runs + " runs · " : ""}${duration(node.duration_s)}`
@@ -434,9 +446,9 @@ function graphNode(node, at, W, H, select) {
     onclick: taken ? () => select(node.span_ids[0]) : null,
   },
   s("title", null, `${node.name} (${node.class}): ${detail}`),
-  s("rect", { width: W, height: H, rx: 8 }),
-  s("text", { x: W / 2, y: 19, "text-anchor": "middle", class: "node-name" }, clip(node.name, 20)),
-  s("text", { x: W / 2, y: 36, "text-anchor": "middle", class: "node-detail" }, detail));
+  s("rect", { width: NODE_W, height: NODE_H, rx: 8 }),
+  s("text", { x: NODE_W / 2, y: 19, "text-anchor": "middle", class: "node-name" }, clip(node.name, 20)),
+  s("text", { x: NODE_W / 2, y: 36, "text-anchor": "middle", class: "node-detail" }, detail));
 }
 
 function clip(text, length) { return text.length > length ? text.slice(0, length - 1) + "…" : text; }
