@@ -16,13 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.otlp_files import otlp_json
 from support.processes import BIN
 from support.viewer import (
     SERVICE,
     get,
     get_indexed,
-    otlp_logs,
-    otlp_spans,
     record_runs,
     running_viewer,
     viewer_process,
@@ -64,7 +63,7 @@ class Recorded:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.spans = otlp_spans(path)
+        self.spans = otlp_json(path, "spans")
         self.roots = sorted(
             (span for span in self.spans if "parentSpanId" not in span),
             key=lambda span: -int(span["startTimeUnixNano"]),
@@ -204,7 +203,7 @@ def test_one_trace_in_waterfall_order_with_graph_logs_and_payloads(recorded, vie
     spans = {span["name"]: span for span in recorded.of_trace(root["traceId"])}
     logs = [
         log
-        for log in otlp_logs(recorded.path.with_name("traces.logs.jsonl"))
+        for log in otlp_json(recorded.path.with_name("traces.logs.jsonl"), "logs")
         if log.get("traceId") == root["traceId"]
     ]
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 from support.browser import headless_chromium
-from support.viewer import get_indexed, otlp_spans, record_runs, viewer_process
+from support.otlp_files import otlp_json
+from support.viewer import get_indexed, record_runs, viewer_process
 
 WAIT_SECONDS = 30
 
@@ -49,13 +50,15 @@ def wait_for(driver, selector: str, count: int | None = None) -> list:
 
 def roots_newest_first(trace_file: Path) -> list[dict]:
     return sorted(
-        (span for span in otlp_spans(trace_file) if "parentSpanId" not in span),
+        (span for span in otlp_json(trace_file, "spans") if "parentSpanId" not in span),
         key=lambda span: -int(span["startTimeUnixNano"]),
     )
 
 
 def review_trace_id(trace_file: Path) -> str:
-    return next(span["traceId"] for span in otlp_spans(trace_file) if span["name"] == "Review")
+    return next(
+        span["traceId"] for span in otlp_json(trace_file, "spans") if span["name"] == "Review"
+    )
 
 
 def test_the_runs_page_lists_every_trace(browser, viewer_url, trace_file, tmp_path):

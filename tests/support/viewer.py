@@ -36,27 +36,6 @@ def record_runs(directory: Path) -> Path:
     return directory / ".reasonflow-otel" / "traces.jsonl"
 
 
-def otlp_spans(path: Path) -> list[dict[str, Any]]:
-    """Every span of an OTLP JSON lines file, as written."""
-    return [
-        span
-        for line in path.read_text().splitlines()
-        for resource in json.loads(line)["resourceSpans"]
-        for scope in resource["scopeSpans"]
-        for span in scope["spans"]
-    ]
-
-
-def otlp_logs(path: Path) -> list[dict[str, Any]]:
-    return [
-        record
-        for line in path.read_text().splitlines()
-        for resource in json.loads(line)["resourceLogs"]
-        for scope in resource["scopeLogs"]
-        for record in scope["logRecords"]
-    ]
-
-
 def get(url: str, **headers: str) -> tuple[int, Any]:
     """Status and parsed JSON body of a GET, whatever the status."""
     request = urllib.request.Request(url, headers=headers)
