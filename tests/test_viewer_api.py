@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import urllib.error
 import urllib.request
@@ -123,6 +124,7 @@ def file_state(path: Path, spans: int, traces: int, skipped: int = 0, why: str =
         "indexing": False,
         "indexed_bytes": path.stat().st_size,
         "size_bytes": path.stat().st_size,
+        "error": "",
     }
 
 
@@ -361,10 +363,13 @@ def test_unknown_or_bad_trace_ids(viewer, trace_id, status, error):
 
 
 def test_a_prefix_of_several_trace_ids_is_a_400(recorded, tmp_path):
-    first, second = (root["traceId"] for root in recorded.roots[:2])
-    path = tmp_path / "traces.jsonl"
     text = recorded.path.read_text()
-    path.write_text(text.replace(first, "abc" + first[3:]).replace(second, "abd" + second[3:]))
+    ids = [root["traceId"] for root in recorded.roots]
+    for old, prefix in zip(ids, ("abc", "abd", "e01", "e02"), strict=True):
+        text = text.replace(old, prefix + old[3:])
+    first, second = ids[:2]
+    path = tmp_path / "traces.jsonl"
+    path.write_text(text)
 
     with running_viewer(path) as url:
         get_indexed(url + "api/traces")
@@ -564,6 +569,31 @@ def test_a_missing_file_is_waited_for(tmp_path):
 
     assert empty["traces"] == [] and empty["file"]["exists"] is False
     assert created["file"]["exists"] is True and created["workflows"] == {}
+
+
+def test_a_file_that_cannot_be_read_is_said_so(tmp_path):
+    path = tmp_path / "traces.jsonl"
+    path.mkdir()
+
+    with running_viewer(path) as url:
+        body = get_indexed(url + "api/traces")
+
+    assert body["traces"] == []
+    assert body["file"]["error"] == f"cannot read {path}: Is a directory"
+
+
+# --- The page -----------------------------------------------------------------------------------
+
+
+def test_the_page_loads_nothing_from_elsewhere(viewer):
+    """Offline by construction: no URL in the assets but the SVG namespace."""
+    for asset in ("", "static/viewer.js", "static/viewer.css", "favicon.svg"):
+        with urllib.request.urlopen(viewer + asset, timeout=10) as response:
+            text = response.read().decode()
+            policy = response.headers["Content-Security-Policy"]
+        urls = re.findall(r"https?://[^\s\"'`)]+", text)
+        assert set(urls) <= {"http://www.w3.org/2000/svg"}, asset
+        assert policy.startswith("default-src 'self'")
 
 
 # --- The command ----------------------------------------------------------------------------------

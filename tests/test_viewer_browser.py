@@ -48,6 +48,11 @@ def wait_for(driver, selector: str, count: int | None = None) -> list:
     return WebDriverWait(driver, WAIT_SECONDS).until(found)
 
 
+def console_errors(driver) -> list[str]:
+    """What the page logged as errors (a script error, a blocked request, a CSP violation)."""
+    return [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+
+
 def roots_newest_first(trace_file: Path) -> list[dict]:
     return sorted(
         (span for span in otlp_json(trace_file, "spans") if "parentSpanId" not in span),
@@ -75,6 +80,7 @@ def test_the_runs_page_lists_every_trace(browser, viewer_url, trace_file, tmp_pa
     ]
     assert browser.find_element("id", "file-state").text.startswith("4 traces · ")
     browser.save_screenshot(str(tmp_path / "runs.png"))
+    assert console_errors(browser) == []
 
     status = browser.find_element("css selector", "select[name=status]")
     status.find_element("css selector", "option[value=error]").click()
@@ -137,6 +143,7 @@ def test_clicking_a_run_shows_its_waterfall_and_the_path_it_took(
     assert "review fell back to a manual review" in panel.text
     assert "manual review" in panel.find_element("css selector", ".kv-table.payloads").text
     browser.save_screenshot(str(tmp_path / "run.png"))
+    assert console_errors(browser) == []
 
 
 def test_the_workflows_page_shows_the_bottleneck(browser, viewer_url, tmp_path):
@@ -153,3 +160,4 @@ def test_the_workflows_page_shows_the_bottleneck(browser, viewer_url, tmp_path):
     assert len(card.find_elements("css selector", ".trend rect.trend-bar.error")) == 1
     assert browser.find_element("css selector", 'tr[data-error-type="RuntimeError"]').text
     browser.save_screenshot(str(tmp_path / "workflows.png"))
+    assert console_errors(browser) == []

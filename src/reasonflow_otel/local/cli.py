@@ -279,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="127.0.0.1",
         help="the interface to listen on (default 127.0.0.1: this machine only)",
     )
-    ui.add_argument("--port", type=_count, default=7241, help="default 7241; 0 picks a free port")
+    ui.add_argument("--port", type=_port, default=7241, help="default 7241; 0 picks a free port")
     ui.add_argument("--no-browser", action="store_true", help="do not open a web browser")
 
     _command(
@@ -319,4 +319,11 @@ def _count(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError("expected 0 or more")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _count(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError("expected a port number, 0 to 65535")
     return value

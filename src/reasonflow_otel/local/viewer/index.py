@@ -83,6 +83,7 @@ class FileState:
     indexing: bool  # another thread is reading the file: the figures will grow
     indexed_bytes: int
     size_bytes: int
+    error: str  # why the file cannot be read ("" when it can)
 
     def report(self) -> dict[str, object]:
         return {
@@ -95,6 +96,7 @@ class FileState:
             "indexing": self.indexing,
             "indexed_bytes": self.indexed_bytes,
             "size_bytes": self.size_bytes,
+            "error": self.error,
         }
 
 
@@ -105,6 +107,7 @@ class TraceIndex:
         self.path = path
         self._lock = threading.Lock()  # guards the index; held per line while reading
         self._reader = threading.Lock()  # held by the one thread reading the file
+        self._error = ""
         self._reset(None)
 
     def _reset(self, identity: tuple[int, int] | None) -> None:
@@ -142,6 +145,9 @@ class TraceIndex:
                 with self.path.open("rb") as file:
                     file.seek(self._offset)
                     self._read(file)
+            self._error = ""
+        except OSError as error:  # a directory, no permission, ...: said in every answer
+            self._error = f"cannot read {self.path}: {error.strerror or error}"
         finally:
             self._reader.release()
 
@@ -238,6 +244,7 @@ class TraceIndex:
                 indexing=self._reader.locked(),
                 indexed_bytes=self._offset,
                 size_bytes=size,
+                error=self._error,
             )
 
 

@@ -88,6 +88,7 @@ async function getJSON(path) {
 function showFileState(file) {
   const parts = [`${file.traces} traces · ${file.spans} spans`];
   if (!file.exists) parts.splice(0, 1, "waiting for " + file.path);
+  if (file.error) parts.splice(0, 1, file.error);
   if (file.skipped_lines) parts.push(`${file.skipped_lines} unreadable lines skipped`);
   if (file.indexing) parts.push(`reading the file… ${percent(file.indexed_bytes / Math.max(file.size_bytes, 1))}`);
   const state = document.getElementById("file-state");
