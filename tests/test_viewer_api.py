@@ -542,6 +542,7 @@ def test_a_growing_file_is_picked_up_while_the_server_runs(recorded, tmp_path):
         assert get_indexed(url + "api/traces")["matched"] == 4
         record_runs(tmp_path)  # four more runs appended by a second program
         after_run = get(url + "api/traces")[1]
+        newest = get(url + "api/traces/" + after_run["traces"][0]["trace_id"])[1]
         line = json.dumps(json.loads(recorded.path.read_text().splitlines()[0])) + "\n"
         with path.open("a") as file:  # a line still being written is left for later
             file.write(line[:100])
@@ -552,6 +553,7 @@ def test_a_growing_file_is_picked_up_while_the_server_runs(recorded, tmp_path):
         stats = get(url + "api/stats")[1]
 
     assert after_run["matched"] == 8
+    assert [log["body"] for log in newest["logs"]] == ["fetched 3 rows"]  # the log file grew too
     assert after_run["traces"][4:] == [recorded.summary(root) for root in recorded.roots]
     assert (half_written["matched"], half_written["file"]["skipped_lines"]) == (8, 0)
     assert half_written["file"]["indexed_bytes"] == path.stat().st_size - len(line)

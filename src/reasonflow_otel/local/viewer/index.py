@@ -1,11 +1,11 @@
-"""The viewer's index of the trace file: read once, then only what was appended.
+"""The viewer's index of the trace file and its log file: read once, then only what was appended.
 
-Each trace keeps its listing summary and the byte offsets of the lines holding its spans, so
-memory grows with the number of traces and lines, not with the spans' attributes; a trace is
-read back from those lines when it is opened, and only the attributes the listing and the
-analytics use are decoded while indexing. Every request first checks the file's size: new
-complete lines are read from the last offset (a line still being written waits for its
-newline), and a file that shrank or was replaced is read again from the start.
+Each trace keeps its listing summary and the byte offsets of the lines holding its spans and
+its log records, so memory grows with the number of traces and lines, not with the spans'
+attributes; a trace is read back from those lines when it is opened, and only the attributes
+the listing and the analytics use are decoded while indexing. Every request first checks the
+files' sizes: new complete lines are read from the last offset (a line still being written
+waits for its newline), and a file that shrank or was replaced is read again from the start.
 
 One thread reads at a time. A large file is indexed by a background thread started with the
 server; meanwhile requests are answered from what is indexed so far (``indexing`` is true).
@@ -13,25 +13,28 @@ server; meanwhile requests are answered from what is indexed so far (``indexing`
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
 from array import array
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, TypeVar
 
 from reasonflow_otel import semconv
 from reasonflow_otel.local.listing import TraceSummary
 from reasonflow_otel.local.store import (
     LogLine,
+    Signal,
     SpanRecord,
     UnreadableLine,
     decode_line,
+    decode_logs,
     decode_spans,
     log_file_for,
-    read_logs,
 )
 from reasonflow_otel.local.viewer.analytics import Analytics
 
@@ -50,6 +53,7 @@ INDEXED_KEYS = frozenset(
     }
 )
 _decode_indexed = partial(decode_spans, keep=INDEXED_KEYS)
+Record = TypeVar("Record", SpanRecord, LogLine)
 
 
 class IndexedTrace(TraceSummary):
@@ -100,20 +104,68 @@ class FileState:
         }
 
 
+class AppendedLines:
+    """A JSON lines file read from where the last read stopped.
+
+    A line still being written (no newline yet) is left for the next read; a file that was
+    replaced, shrank or vanished is read again from the start.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.size = 0
+        self._restart(None)
+
+    def _restart(self, identity: tuple[int, int] | None) -> None:
+        self.identity = identity
+        self.offset = 0
+        self.number = 0
+
+    def restarted(self) -> bool:
+        """Check the file: whether everything read so far must be forgotten."""
+        try:
+            status = os.stat(self.path)
+        except FileNotFoundError:
+            replaced = self.identity is not None
+            self._restart(None)
+            self.size = 0
+            return replaced
+        identity = (status.st_dev, status.st_ino)
+        replaced = identity != self.identity or status.st_size < self.offset
+        if replaced:
+            self._restart(identity)
+        self.size = status.st_size
+        return replaced
+
+    def new_lines(self) -> Iterator[tuple[int, int, bytes]]:
+        """Line number, offset and bytes of each complete line after the last one read."""
+        if self.size <= self.offset:
+            return
+        with self.path.open("rb") as file:
+            file.seek(self.offset)
+            for line in file:
+                if not line.endswith(b"\n"):
+                    return
+                self.number += 1
+                yield self.number, self.offset, line
+                self.offset += len(line)
+
+
 class TraceIndex:
-    """Traces of one file, newest first, with the analytics of every span read so far."""
+    """Traces of one file, newest first, with the analytics of every span read so far, and
+    where the log file beside it holds each trace's log records."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()  # guards the index; held per line while reading
-        self._reader = threading.Lock()  # held by the one thread reading the file
+        self._reader = threading.Lock()  # held by the one thread reading the files
         self._error = ""
-        self._reset(None)
+        self._trace_lines = AppendedLines(path)
+        self._log_lines = AppendedLines(log_file_for(path))
+        self._log_offsets: dict[str, array[int]] = {}
+        self._reset()
 
-    def _reset(self, identity: tuple[int, int] | None) -> None:
-        self._identity = identity
-        self._offset = 0
-        self._lines = 0
+    def _reset(self) -> None:
         self._traces: dict[str, IndexedTrace] = {}
         self._newest_first: list[IndexedTrace] | None = []
         self._analytics = Analytics()
@@ -124,30 +176,16 @@ class TraceIndex:
     # --- Reading ------------------------------------------------------------------------------
 
     def refresh(self) -> None:
-        """Read what was appended since the last call; start over if the file was replaced.
+        """Read what was appended to both files since the last call.
 
         Returns at once when another thread is reading.
         """
         if not self._reader.acquire(blocking=False):
             return
         try:
-            try:
-                status = os.stat(self.path)
-            except FileNotFoundError:
-                with self._lock:
-                    self._reset(None)
-                return
-            identity = (status.st_dev, status.st_ino)
-            if identity != self._identity or status.st_size < self._offset:
-                with self._lock:
-                    self._reset(identity)
-            if status.st_size > self._offset:
-                with self.path.open("rb") as file:
-                    file.seek(self._offset)
-                    self._read(file)
-            self._error = ""
-        except OSError as error:  # a directory, no permission, ...: said in every answer
-            self._error = f"cannot read {self.path}: {error.strerror or error}"
+            self._read_traces()
+            with contextlib.suppress(OSError):  # logs are a bonus: a run shows without them
+                self._read_logs()
         finally:
             self._reader.release()
 
@@ -156,23 +194,27 @@ class TraceIndex:
         thread.start()
         return thread
 
-    def _read(self, file: BinaryIO) -> None:
-        for line in file:
-            if not line.endswith(b"\n"):
-                break  # still being written: read it once it is complete
-            with self._lock:
-                self._lines += 1
-                if line.strip():
-                    self._index_line(line, self._offset)
-                self._offset += len(line)
-                self._newest_first = None
+    def _read_traces(self) -> None:
+        try:
+            if self._trace_lines.restarted():
+                with self._lock:
+                    self._reset()
+            for number, offset, line in self._trace_lines.new_lines():
+                with self._lock:
+                    self._index_line(number, offset, line)
+                    self._newest_first = None
+            self._error = ""
+        except OSError as error:  # a directory, no permission, ...: said in every answer
+            self._error = f"cannot read {self.path}: {error.strerror or error}"
 
-    def _index_line(self, line: bytes, offset: int) -> None:
+    def _index_line(self, number: int, offset: int, line: bytes) -> None:
+        if not line.strip():
+            return
         try:
             spans = decode_line(line, "traces", _decode_indexed)
         except UnreadableLine as problem:
             self._skipped += 1
-            self._first_skipped = self._first_skipped or f"line {self._lines} {problem}"
+            self._first_skipped = self._first_skipped or f"line {number} {problem}"
             return
         for span in spans:
             trace = self._traces.get(span.trace_id)
@@ -181,6 +223,19 @@ class TraceIndex:
             trace.add_at(span, offset)
             self._analytics.add(span)
         self._spans += len(spans)
+
+    def _read_logs(self) -> None:
+        if self._log_lines.restarted():
+            with self._lock:
+                self._log_offsets = {}
+        for _, offset, line in self._log_lines.new_lines():
+            try:
+                logs = decode_line(line, "logs", decode_logs) if line.strip() else []
+            except UnreadableLine:
+                continue  # the trace is still shown, with the logs that could be read
+            with self._lock:
+                for trace_id in {log.trace_id for log in logs if log.trace_id}:
+                    self._log_offsets.setdefault(trace_id, array("q")).append(offset)
 
     # --- Queries (call refresh first) ---------------------------------------------------------
 
@@ -204,49 +259,52 @@ class TraceIndex:
         """The trace's spans, read back from its lines."""
         with self._lock:
             offsets = list(trace.offsets)
-        spans: list[SpanRecord] = []
-        with self.path.open("rb") as file:
-            for offset in offsets:
-                file.seek(offset)
-                spans += (
-                    span
-                    for span in decode_line(file.readline(), "traces", decode_spans)
-                    if span.trace_id == trace.trace_id
-                )
-        return spans
+        return _read_back(self.path, offsets, "traces", decode_spans, trace.trace_id)
 
     def logs_of(self, trace_id: str) -> list[LogLine]:
-        """The trace's log records from the log file beside the trace file, if there is one."""
-        path = log_file_for(self.path)
+        """The trace's log records, read back from their lines of the log file."""
+        with self._lock:
+            offsets = list(self._log_offsets.get(trace_id, ()))
         try:
-            logs = read_logs(path, warn=_ignore)
-        except OSError:
+            return _read_back(self._log_lines.path, offsets, "logs", decode_logs, trace_id)
+        except (OSError, UnreadableLine):
             return []
-        return [log for log in logs if log.trace_id == trace_id]
 
     def analytics_report(self) -> dict[str, object]:
         with self._lock:
             return self._analytics.report()
 
     def state(self) -> FileState:
-        try:
-            size = os.stat(self.path).st_size
-        except OSError:
-            size = 0
         with self._lock:
             return FileState(
                 path=str(self.path.absolute()),
-                exists=self._identity is not None,
+                exists=self._trace_lines.identity is not None,
                 spans=self._spans,
                 traces=len(self._traces),
                 skipped_lines=self._skipped,
                 first_skipped=self._first_skipped,
                 indexing=self._reader.locked(),
-                indexed_bytes=self._offset,
-                size_bytes=size,
+                indexed_bytes=self._trace_lines.offset,
+                size_bytes=self._trace_lines.size,
                 error=self._error,
             )
 
 
-def _ignore(message: str) -> None:
-    """Unreadable log lines: the trace is still shown, with the logs that could be read."""
+def _read_back(
+    path: Path,
+    offsets: list[int],
+    signal: Signal,
+    decode: Callable[[dict[str, Any]], list[Record]],
+    trace_id: str,
+) -> list[Record]:
+    """The records of one trace from the lines at ``offsets``."""
+    records: list[Record] = []
+    with path.open("rb") as file:
+        for offset in offsets:
+            file.seek(offset)
+            records += (
+                record
+                for record in decode_line(file.readline(), signal, decode)
+                if record.trace_id == trace_id
+            )
+    return records
