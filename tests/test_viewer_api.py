@@ -10,6 +10,7 @@ import json
 import math
 import re
 import subprocess
+import sys
 import urllib.error
 import urllib.request
 from datetime import datetime, timezone
@@ -18,7 +19,7 @@ from typing import Any
 
 import pytest
 from support.otlp_files import otlp_json
-from support.processes import BIN
+from support.processes import BIN, REPOSITORY, run_program
 from support.viewer import (
     SERVICE,
     get,
@@ -644,3 +645,26 @@ def test_ui_on_a_port_in_use_says_so(recorded, tmp_path):
 )
 def test_which_hosts_count_as_loopback(host, loopback):
     assert is_loopback(host) is loopback
+
+
+def test_the_startup_benchmark_runs_and_prints_every_figure(tmp_path):
+    benchmark = REPOSITORY / "benchmarks" / "viewer_startup.py"
+
+    output = run_program([sys.executable, str(benchmark), "--spans", "2000"], tmp_path).stdout
+
+    names = [line.rsplit(": ", 1)[0] for line in output.splitlines()]
+    assert names == [
+        "file",
+        "process start to URL printed, s",
+        "start to first /api/traces answer, s",
+        "  that answer, s",
+        "start to whole file indexed (background), s",
+        "/api/traces once indexed, s",
+        "one trace, s",
+        "/api/stats, s",
+        "peak resident memory, MiB",
+        "reasonflow-otel traces (CLI, whole process), s",
+        "whole file indexed / CLI traces",
+    ]
+    assert output.startswith("file: 2,000 spans, 160 traces, ")
+    assert all(float(line.rsplit(": ", 1)[1]) > 0 for line in output.splitlines()[1:])
