@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pocketflow
 import pytest
+from opentelemetry.exporter.otlp.json.file import FileSpanExporter
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from support.browser import headless_chromium
 from support.otlp_files import otlp_json
-from support.viewer import get_indexed, record_runs, viewer_process
+from support.viewer import get_indexed, record_runs, running_viewer, viewer_process
 
 WAIT_SECONDS = 30
 
@@ -161,3 +164,50 @@ def test_the_workflows_page_shows_the_bottleneck(browser, viewer_url, tmp_path):
     assert browser.find_element("css selector", 'tr[data-error-type="RuntimeError"]').text
     browser.save_screenshot(str(tmp_path / "workflows.png"))
     assert console_errors(browser) == []
+
+
+class Enrich(pocketflow.BatchNode):
+    """Fifteen items; item 9 fails its first attempt and is retried."""
+
+    def __init__(self) -> None:
+        super().__init__(max_retries=2)
+        self.failed_once = False
+
+    def prep(self, shared):
+        return list(range(15))
+
+    def exec(self, item):
+        if item == 9 and not self.failed_once:
+            self.failed_once = True
+            raise ConnectionError("enrichment service reset the connection")
+        return item
+
+
+def test_a_large_batch_is_folded_but_keeps_its_eventful_items(browser, make_telemetry, tmp_path):
+    path = tmp_path / "traces.jsonl"
+    telemetry = make_telemetry()
+    telemetry.tracer_provider.add_span_processor(SimpleSpanProcessor(FileSpanExporter(path)))
+    pocketflow.Flow(start=Enrich()).run({})
+    trace_id = otlp_json(path, "spans")[0]["traceId"]
+
+    with running_viewer(path) as url:
+        browser.get(f"{url}#/run/{trace_id}")
+        rows = wait_for(browser, ".wf-row[data-span-id], .wf-row.wf-more", count=9)
+        names = [row.find_element("css selector", ".wf-name").text for row in rows]
+        assert names == [
+            "invoke_workflow Flow",
+            "Enrich",
+            "Enrich item #0",
+            "Enrich item #1",
+            "Enrich item #2",
+            "Enrich item #3",
+            "Enrich item #4",
+            "… 9 more items (show)",
+            "Enrich item #9 1 retry",
+        ]
+        rows[7].click()
+        expanded = wait_for(browser, ".wf-row[data-span-id]", count=17)
+        assert not browser.find_elements("css selector", ".wf-more")
+        assert [row.get_attribute("data-name") for row in expanded[2:]] == ["Enrich item"] * 15
+        browser.save_screenshot(str(tmp_path / "batch.png"))
+        assert console_errors(browser) == []

@@ -249,34 +249,87 @@ async function runPage(traceId) {
   if (first) select(first.span_id);
 }
 
+const ITEMS_SHOWN = 5; // a batch of more than twice this shows its first items and eventful ones
+
 function waterfall(trace, select) {
   const total = Math.max(trace.duration_s, 1e-9);
-  return h("div", { class: "waterfall", role: "tree" },
+  const expanded = new Set();
+  const box = h("div", { class: "waterfall", role: "tree" });
+  const draw = () => box.replaceChildren(
     h("div", { class: "wf-row wf-head" },
       h("div", { class: "wf-name" }, "Span"),
       h("div", { class: "wf-track" }, ticks(total))),
-    trace.span_list.map((span) => {
-      const left = (100 * span.start_offset_s) / total;
-      const width = Math.max((100 * span.duration_s) / total, 0.3);
-      const notes = [];
-      if (span.retries) notes.push(`${span.retries} ${span.retries === 1 ? "retry" : "retries"}`);
-      if (span.fallback) notes.push("fallback");
-      if (span.routing_miss) notes.push("routing miss");
-      return h("div", {
-        class: `wf-row ${span.status} kind-${span.kind}`,
-        "data-span-id": span.span_id,
-        "data-depth": span.depth,
-        "data-name": span.name,
-        role: "treeitem",
-        onclick: () => select(span.span_id),
-      },
-      h("div", { class: "wf-name", style: `padding-left:${8 + span.depth * 16}px`, title: span.name },
-        h("span", { class: "dot" }), span.name,
-        notes.length ? h("span", { class: "notes" }, notes.join(" · ")) : null),
-      h("div", { class: "wf-track" },
-        h("div", { class: "wf-bar", style: `left:${left}%;width:${width}%` }),
-        h("span", { class: "wf-label", style: labelPlace(left, width) }, duration(span.duration_s))));
-    }));
+    ...foldItems(trace.span_list, expanded).map((row) => row.more
+      ? h("div", {
+        class: "wf-row wf-more", "data-parent-id": row.parent,
+        onclick: () => { expanded.add(row.parent); draw(); },
+      }, h("div", { class: "wf-name", style: `padding-left:${8 + row.depth * 16}px` },
+        `… ${row.more} more items (show)`), h("div", { class: "wf-track" }))
+      : waterfallRow(row, total, select)));
+  draw();
+  return box;
+}
+
+function foldItems(spans, expanded) {
+  // Rows to draw: a large batch keeps its first items and the eventful ones (failed, retried,
+  // fell back); the others, with everything under them, become one "more items" row.
+  const counts = new Map();
+  for (const span of spans) if (span.kind === "item") counts.set(span.parent_id, (counts.get(span.parent_id) || 0) + 1);
+  const folds = (span) => span.kind === "item" && counts.get(span.parent_id) > 2 * ITEMS_SHOWN &&
+    !expanded.has(span.parent_id) && span.status === "ok" && !span.retries && !span.fallback;
+  const seen = new Map();
+  const hidden = new Map();
+  const foldedIds = new Set();
+  for (const span of spans) {
+    const index = seen.get(span.parent_id) || 0;
+    if (span.kind === "item") seen.set(span.parent_id, index + 1);
+    if (index >= ITEMS_SHOWN && folds(span)) {
+      foldedIds.add(span.span_id);
+      hidden.set(span.parent_id, (hidden.get(span.parent_id) || 0) + 1);
+    }
+  }
+  const rows = [];
+  const marked = new Set();
+  let skipBelow = null;
+  for (const span of spans) {
+    if (skipBelow !== null && span.depth > skipBelow) continue;
+    skipBelow = null;
+    if (!foldedIds.has(span.span_id)) { rows.push(span); continue; }
+    skipBelow = span.depth;
+    if (!marked.has(span.parent_id)) {
+      marked.add(span.parent_id);
+      rows.push({ more: hidden.get(span.parent_id), parent: span.parent_id, depth: span.depth });
+    }
+  }
+  return rows;
+}
+
+function waterfallRow(span, total, select) {
+  const left = (100 * span.start_offset_s) / total;
+  const width = Math.max((100 * span.duration_s) / total, 0.3);
+  const notes = [];
+  if (span.retries) notes.push(`${span.retries} ${span.retries === 1 ? "retry" : "retries"}`);
+  if (span.fallback) notes.push("fallback");
+  if (span.routing_miss) notes.push("routing miss");
+  return h("div", {
+    class: `wf-row ${span.status} kind-${span.kind}`,
+    "data-span-id": span.span_id,
+    "data-depth": span.depth,
+    "data-name": span.name,
+    role: "treeitem",
+    onclick: () => select(span.span_id),
+  },
+  h("div", { class: "wf-name", style: `padding-left:${8 + span.depth * 16}px`, title: span.name },
+    h("span", { class: "dot" }), span.name, itemIndex(span),
+    notes.length ? [" ", h("span", { class: "notes" }, notes.join(" · "))] : null),
+  h("div", { class: "wf-track" },
+    h("div", { class: "wf-bar", style: `left:${left}%;width:${width}%` }),
+    h("span", { class: "wf-label", style: labelPlace(left, width) }, duration(span.duration_s))));
+}
+
+function itemIndex(span) {
+  const index = span.attributes["reasonflow.batch.index"];
+  return span.kind === "item" && index !== undefined ? ` #${index}` : null;
 }
 
 function labelPlace(left, width) {
