@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import socket
 import subprocess
 import sys
 import urllib.error
@@ -629,6 +630,24 @@ def test_ui_on_a_port_in_use_says_so(recorded, tmp_path):
         f"reasonflow-otel: error: cannot serve on 127.0.0.1:{port}: Address already in use "
         "(pass --port 0 for any free port)\n"
     )
+
+
+def ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback on this machine")
+def test_ui_serves_on_ipv6_loopback(recorded, tmp_path):
+    with viewer_process("--file", str(recorded.path), "--host", "::1", cwd=tmp_path) as url:
+        listed = get_indexed(url + "api/traces")
+
+    assert url.startswith("http://[::1]:")
+    assert listed["matched"] == 4
 
 
 @pytest.mark.parametrize(

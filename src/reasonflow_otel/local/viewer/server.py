@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import math
+import socket
 import threading
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -61,6 +62,8 @@ class ViewerServer(ThreadingHTTPServer):
             route: ((resources.files(__package__) / "static" / name).read_bytes(), kind)
             for route, (name, kind) in STATIC_FILES.items()
         }
+        if ":" in host:  # an IPv6 address such as ::1
+            self.address_family = socket.AF_INET6
         super().__init__((host, port), ViewerRequestHandler)
         self.index.refresh_in_background()
 
