@@ -8,12 +8,10 @@ networking, so it never reaches beyond the loopback server under test.
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
+from support.prometheus import find_binary
 
 INSTALL_HINT = "apt-get install -y chromium chromium-driver"
 CHROMIUM_FLAGS = (
@@ -30,21 +28,11 @@ CHROMIUM_FLAGS = (
 )
 
 
-def _binary(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        message = f"`{name}` is not installed; install it with `{INSTALL_HINT}`."
-        if os.environ.get("CI"):
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    return path
-
-
 @contextlib.contextmanager
 def headless_chromium(profile: Path) -> Iterator[object]:
     """A Selenium Chrome driver on Debian's chromium, with its own profile directory."""
-    chromium = _binary("chromium")
-    chromedriver = _binary("chromedriver")
+    chromium = find_binary("chromium", INSTALL_HINT)
+    chromedriver = find_binary("chromedriver", INSTALL_HINT)
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
