@@ -61,7 +61,7 @@ class Run:
             failed=span.failed,
             cpu_s=None if cpu is None else float(cpu),
             memory_growth_bytes=None if growth is None else int(growth),
-            retries=sum(1 for event in span.events if event.name == semconv.EVENT_RETRY),
+            retries=span.retries,
             fallback=bool(attributes.get(semconv.NODE_FALLBACK)),
             sums_steps=is_flow and cpu is None and growth is None,
         )

@@ -11,7 +11,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from string import hexdigits
-from typing import Any
+from typing import Any, cast
+
+from opentelemetry.semconv.attributes.exception_attributes import EXCEPTION_STACKTRACE
 
 from reasonflow_otel import semconv
 from reasonflow_otel.local import listing
@@ -31,7 +33,6 @@ PAYLOAD_KEYS = (
     semconv.SHARED_BEFORE,
     semconv.SHARED_AFTER,
 )
-_EXCEPTION_STACKTRACE = "exception.stacktrace"
 
 
 class ApiError(Exception):
@@ -51,14 +52,15 @@ class TraceFilter:
     prefix: str = ""
     limit: int = DEFAULT_LIMIT
 
-    def matches(self, trace: IndexedTrace) -> bool:
-        return (
-            (self.workflow is None or self.workflow in trace.flows)
-            and (self.status is None or trace.status == self.status)
-            and (self.since_ns is None or trace.first_start >= self.since_ns)
+    def select(self, traces: list[IndexedTrace]) -> list[IndexedTrace]:
+        """The traces that pass every filter, in the given order."""
+        return [
+            trace
+            for trace in listing.select(traces, self.workflow, self.status)
+            if (self.since_ns is None or trace.first_start >= self.since_ns)
             and (self.until_ns is None or trace.first_start < self.until_ns)
             and trace.trace_id.startswith(self.prefix)
-        )
+        ]
 
 
 # --- Endpoints ----------------------------------------------------------------------------------
@@ -69,7 +71,7 @@ def list_traces(index: TraceIndex, query: Mapping[str, Sequence[str]]) -> dict[s
     chosen = parse_filter(query)
     index.refresh()
     everything = index.newest_first()
-    matched = [trace for trace in everything if chosen.matches(trace)]
+    matched = chosen.select(everything)
     return {
         "traces": [trace_summary(trace) for trace in matched[: chosen.limit]],
         "matched": len(matched),
@@ -115,7 +117,7 @@ def parse_filter(query: Mapping[str, Sequence[str]]) -> TraceFilter:
         raise ApiError(400, f"status must be ok or error, not {status!r}")
     return TraceFilter(
         workflow=value["workflow"] or None,
-        status=status,  # type: ignore[arg-type]
+        status=cast("listing.Status | None", status),
         since_ns=_time(value["since"], "since"),
         until_ns=_time(value["until"], "until"),
         prefix=parse_trace_id(value["q"]) if value["q"] else "",
@@ -232,7 +234,7 @@ def _span_document(node: TreeNode, depth: int, trace_start: int) -> dict[str, An
         "payloads": {k: span.attributes[k] for k in PAYLOAD_KEYS if k in span.attributes},
         "events": [{"name": e.name, "attributes": dict(e.attributes)} for e in span.events],
         "exception": _exception(span),
-        "retries": sum(1 for event in span.events if event.name == semconv.EVENT_RETRY),
+        "retries": span.retries,
         "fallback": bool(span.attributes.get(semconv.NODE_FALLBACK)),
     }
 
@@ -253,7 +255,7 @@ def _exception(span: SpanRecord) -> dict[str, str] | None:
             return {
                 "type": str(event.attributes.get(semconv.EXCEPTION_TYPE, "")),
                 "message": str(event.attributes.get(semconv.EXCEPTION_MESSAGE, "")),
-                "stacktrace": str(event.attributes.get(_EXCEPTION_STACKTRACE, "")),
+                "stacktrace": str(event.attributes.get(EXCEPTION_STACKTRACE, "")),
             }
     return None
 
