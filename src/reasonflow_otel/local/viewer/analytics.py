@@ -83,7 +83,7 @@ class StepStats(RunStats):
     kind: str = "node"
     retries: int = 0
     fallbacks: int = 0
-    recent: deque[Run] = field(default_factory=lambda: deque(maxlen=TREND_POINTS))
+    latest: Run | None = None  # the run that started last
 
     def add_run(self, run: Run) -> None:
         self.durations.add(run.duration)
@@ -94,11 +94,8 @@ class StepStats(RunStats):
             self.memory_growth = (self.memory_growth or 0) + run.memory_growth_bytes
         self.retries += run.retries
         self.fallbacks += run.fallback
-        self.recent.append(run)
-
-    @property
-    def latest(self) -> Run:
-        return max(self.recent, key=lambda run: run.start_ns)
+        if self.latest is None or run.start_ns >= self.latest.start_ns:
+            self.latest = run
 
     def report(self) -> dict[str, Any]:
         return {
@@ -114,7 +111,12 @@ class Workflow:
     """A workflow's own runs and those of its steps."""
 
     runs: StepStats = field(default_factory=lambda: StepStats(kind="flow"))
+    recent: deque[Run] = field(default_factory=lambda: deque(maxlen=TREND_POINTS))
     steps: dict[str, StepStats] = field(default_factory=dict)
+
+    def add_run(self, run: Run) -> None:
+        self.runs.add_run(run)
+        self.recent.append(run)
 
     def add_step(self, step: Run) -> None:
         stats = self.steps.get(step.name)
@@ -131,7 +133,7 @@ class Workflow:
             "bottlenecks": self._bottlenecks(),
             "slower_than_usual": self._slower_than_usual(),
             "prediction": self._prediction(),
-            "trend": [_trend_point(run) for run in sorted(self.runs.recent, key=_start)],
+            "trend": [_trend_point(run) for run in sorted(self.recent, key=_start)],
         }
 
     def _bottlenecks(self) -> list[dict[str, Any]]:
@@ -154,14 +156,15 @@ class Workflow:
             if stats.durations.count < 2:
                 continue
             usual = stats.durations.quantile(0.5)
-            latest = stats.latest.duration
+            latest = stats.latest.duration if stats.latest else 0.0
             ratio = latest / usual if usual else 0.0
             rows.append({"step": name, "latest_s": latest, "p50_s": usual, "ratio": ratio})
         rows.sort(key=lambda row: (-row["ratio"], row["step"]))
         return rows[:SHOWN]
 
     def _prediction(self) -> dict[str, Any]:
-        recent = sorted(run.duration for run in list(self.runs.recent)[-RECENT_RUNS:])
+        last = sorted(self.recent, key=_start)[-RECENT_RUNS:]
+        recent = sorted(run.duration for run in last)
         return {
             "basis": PREDICTION_BASIS,
             "runs": len(recent),
@@ -222,7 +225,7 @@ class Analytics:
             trace.flows[span.span_id] = (flow_name, run)
             for step in trace.waiting.pop(span.span_id, ()):
                 self._attribute(trace, span.span_id, step)
-            self._workflow(flow_name).runs.add_run(run)
+            self._workflow(flow_name).add_run(run)
             self._attribute(trace, span.parent_id, run)
         elif span.is_node:
             name = str(span.attributes.get(semconv.NODE_NAME, span.name))
