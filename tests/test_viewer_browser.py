@@ -166,6 +166,24 @@ def test_the_workflows_page_shows_the_bottleneck(browser, viewer_url, tmp_path):
     assert console_errors(browser) == []
 
 
+def test_a_run_that_just_finished_shows_up_without_a_reload(browser, trace_file, tmp_path):
+    path = tmp_path / ".reasonflow-otel" / "traces.jsonl"
+    path.parent.mkdir()
+    path.write_bytes(trace_file.read_bytes())
+
+    with running_viewer(path) as url:
+        browser.get(url)
+        wait_for(browser, "tr[data-trace-id]", count=4)
+        record_runs(tmp_path)  # another program appends four runs
+
+        rows = wait_for(browser, "tr[data-trace-id]", count=8)
+
+    newest = roots_newest_first(path)[0]["traceId"]
+    assert rows[0].get_attribute("data-trace-id") == newest
+    assert browser.find_element("id", "file-state").text.startswith("8 traces · ")
+    assert console_errors(browser) == []
+
+
 class Enrich(pocketflow.BatchNode):
     """Fifteen items; item 9 fails its first attempt and is retried."""
 

@@ -11,17 +11,14 @@ let refreshTimer = null;
 // --- Small helpers ------------------------------------------------------------------------------
 
 function h(tag, attributes, ...children) {
-  const element = document.createElement(tag);
-  setAttributes(element, attributes);
-  for (const child of children.flat()) {
-    if (child === null || child === undefined || child === false) continue;
-    element.append(child instanceof Node ? child : String(child));
-  }
-  return element;
+  return fill(document.createElement(tag), attributes, children);
 }
 
 function s(tag, attributes, ...children) {
-  const element = document.createElementNS(SVG_NS, tag);
+  return fill(document.createElementNS(SVG_NS, tag), attributes, children);
+}
+
+function fill(element, attributes, children) {
   setAttributes(element, attributes);
   for (const child of children.flat()) {
     if (child === null || child === undefined || child === false) continue;
@@ -33,9 +30,18 @@ function s(tag, attributes, ...children) {
 function setAttributes(element, attributes) {
   for (const [name, value] of Object.entries(attributes || {})) {
     if (value === null || value === undefined || value === false) continue;
-    if (typeof value === "function") element.addEventListener(name.slice(2), value);
+    if (typeof value === "function") listen(element, name.slice(2), value);
     else if (name === "style") element.style.cssText = value; // CSSOM: allowed by the CSP
     else element.setAttribute(name, value === true ? "" : String(value));
+  }
+}
+
+function listen(element, event, handler) {
+  element.addEventListener(event, handler);
+  if (event === "click" && !["A", "BUTTON", "SELECT", "INPUT"].includes(element.tagName)) {
+    // Clickable rows and graph nodes work from the keyboard too.
+    element.setAttribute("tabindex", "0");
+    element.addEventListener("keydown", (e) => { if (e.key === "Enter") handler(e); });
   }
 }
 
