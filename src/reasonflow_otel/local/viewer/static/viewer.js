@@ -68,11 +68,12 @@ function bytes(value) {
 
 function percent(ratio) { return (ratio * 100).toFixed(1) + "%"; }
 
-function localTime(iso) {
+function localTime(iso, milliseconds = false) {
   const date = new Date(iso);
   const pad = (n) => String(n).padStart(2, "0");
+  const ms = milliseconds ? "." + String(date.getMilliseconds()).padStart(3, "0") : "";
   return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())} ` +
-    `${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}`;
+    `${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}${ms}`;
 }
 
 function statusBadge(status) {
@@ -208,13 +209,14 @@ function runsTable(traces) {
   const maxDuration = Math.max(...traces.map((t) => t.duration_s), 1e-9);
   return h("table", { class: "runs" },
     h("thead", null, h("tr", null,
-      ["Time", "Trace id", "Workflow", "Service", "Status", "Duration", "Spans"].map((t) => h("th", null, t)))),
+      ["Time", "Trace id", "Workflow", "Service", "Status"].map((t) => h("th", null, t)),
+      ["Duration", "Spans"].map((t) => h("th", { class: "num" }, t)))),
     h("tbody", null, traces.map((trace) => h("tr", {
       "data-trace-id": trace.trace_id,
       class: "clickable",
       onclick: () => { location.hash = "#/run/" + trace.trace_id; },
     },
-    h("td", { title: trace.start }, localTime(trace.start)),
+    h("td", { title: trace.start }, localTime(trace.start, true)),
     h("td", { class: "mono" }, h("a", { href: "#/run/" + trace.trace_id }, trace.trace_id.slice(0, 16))),
     h("td", null, trace.root),
     h("td", { class: "muted" }, trace.service),
