@@ -420,7 +420,17 @@ def test_stats_per_workflow_and_step(recorded, viewer):
 
     flow_runs = recorded.durations("invoke_workflow ReportFlow")
     workflow = stats["workflows"]["ReportFlow"]
-    assert set(stats) == {"spans", "flows", "nodes", "bottlenecks", "failures", "workflows", "file"}
+    assert set(stats) == {
+        "spans",
+        "flows",
+        "nodes",
+        "bottlenecks",
+        "routing_misses",
+        "failures",
+        "workflows",
+        "file",
+    }
+    assert stats["routing_misses"] == {"Decide -> 'archive'": 1}
     assert stats["file"] == file_state(recorded.path, spans=len(recorded.spans), traces=4)
     assert {key: workflow[key] for key in ("kind", "runs", "errors", "error_rate")} == {
         "kind": "flow",
@@ -431,18 +441,18 @@ def test_stats_per_workflow_and_step(recorded, viewer):
     assert workflow["total_s"] == pytest.approx(sum(flow_runs), abs=1e-12)
     assert (workflow["min_s"], workflow["max_s"]) == (min(flow_runs), max(flow_runs))
     assert workflow["p95_s"] == pytest.approx(nearest_rank(flow_runs, 0.95), rel=0.01)
-    assert (workflow["retries"], workflow["fallbacks"]) == (1, 1)
+    assert (workflow["retries"], workflow["fallbacks"], workflow["routing_misses"]) == (1, 1, 1)
     steps = workflow["steps"]
     assert {
-        name: (s["kind"], s["runs"], s["errors"], s["retries"], s["fallbacks"])
+        name: (s["kind"], s["runs"], s["errors"], s["retries"], s["fallbacks"], s["routing_misses"])
         for name, s in steps.items()
     } == {
-        "Analyze": ("node", 4, 0, 0, 0),
-        "Decide": ("node", 4, 0, 0, 0),
-        "Fetch": ("node", 4, 0, 1, 0),
-        "Publish": ("node", 2, 1, 0, 0),
-        "Review": ("node", 1, 0, 0, 1),
-        "Score": ("node", 4, 0, 0, 0),
+        "Analyze": ("node", 4, 0, 0, 0, 0),
+        "Decide": ("node", 4, 0, 0, 0, 1),
+        "Fetch": ("node", 4, 0, 1, 0, 0),
+        "Publish": ("node", 2, 1, 0, 0, 0),
+        "Review": ("node", 1, 0, 0, 1, 0),
+        "Score": ("node", 4, 0, 0, 0, 0),
     }
     node_cpu = [
         value(s, "reasonflow.node.cpu_time")

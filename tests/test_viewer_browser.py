@@ -201,11 +201,15 @@ class Enrich(pocketflow.BatchNode):
         return item
 
 
+class EnrichFlow(pocketflow.Flow):
+    """Enrich every item."""
+
+
 def test_a_large_batch_is_folded_but_keeps_its_eventful_items(browser, make_telemetry, tmp_path):
     path = tmp_path / "traces.jsonl"
     telemetry = make_telemetry()
     telemetry.tracer_provider.add_span_processor(SimpleSpanProcessor(FileSpanExporter(path)))
-    pocketflow.Flow(start=Enrich()).run({})
+    EnrichFlow(start=Enrich()).run({})
     trace_id = otlp_json(path, "spans")[0]["traceId"]
 
     with running_viewer(path) as url:
@@ -213,7 +217,7 @@ def test_a_large_batch_is_folded_but_keeps_its_eventful_items(browser, make_tele
         rows = wait_for(browser, ".wf-row[data-span-id], .wf-row.wf-more", count=9)
         names = [row.find_element("css selector", ".wf-name").text for row in rows]
         assert names == [
-            "invoke_workflow Flow",
+            "invoke_workflow EnrichFlow",
             "Enrich",
             "Enrich item #0",
             "Enrich item #1",

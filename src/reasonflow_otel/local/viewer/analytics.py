@@ -46,6 +46,7 @@ class Run:
     memory_growth_bytes: int | None
     retries: int
     fallback: bool
+    routing_miss: bool
     sums_steps: bool  # a flow run that did not measure its own resources
 
     @classmethod
@@ -63,6 +64,7 @@ class Run:
             memory_growth_bytes=None if growth is None else int(growth),
             retries=span.retries,
             fallback=bool(attributes.get(semconv.NODE_FALLBACK)),
+            routing_miss=bool(attributes.get(semconv.NODE_ROUTING_MISS)),
             sums_steps=is_flow and cpu is None and growth is None,
         )
 
@@ -83,6 +85,7 @@ class StepStats(RunStats):
     kind: str = "node"
     retries: int = 0
     fallbacks: int = 0
+    routing_misses: int = 0
     latest: Run | None = None  # the run that started last
 
     def add_run(self, run: Run) -> None:
@@ -94,6 +97,7 @@ class StepStats(RunStats):
             self.memory_growth = (self.memory_growth or 0) + run.memory_growth_bytes
         self.retries += run.retries
         self.fallbacks += run.fallback
+        self.routing_misses += run.routing_miss
         if self.latest is None or run.start_ns >= self.latest.start_ns:
             self.latest = run
 
@@ -103,6 +107,7 @@ class StepStats(RunStats):
             **super().report(),
             "retries": self.retries,
             "fallbacks": self.fallbacks,
+            "routing_misses": self.routing_misses,
         }
 
 
@@ -129,6 +134,7 @@ class Workflow:
             **self.runs.report(),
             "retries": sum(stats.retries for stats in self.steps.values()),
             "fallbacks": sum(stats.fallbacks for stats in self.steps.values()),
+            "routing_misses": sum(stats.routing_misses for stats in self.steps.values()),
             "steps": {name: stats.report() for name, stats in sorted(self.steps.items())},
             "bottlenecks": self._bottlenecks(),
             "slower_than_usual": self._slower_than_usual(),

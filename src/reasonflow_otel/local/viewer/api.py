@@ -195,16 +195,9 @@ def trace_detail(
         for graph in [flow_graph(node)]
         if graph is not None
     ]
-    misses = {miss["span_id"]: miss for graph in graphs for miss in graph["routing_misses"]}
     return {
         **trace_summary(trace),
-        "span_list": [
-            {
-                **_span_document(node, depth, trace.first_start),
-                "routing_miss": misses.get(node.span.span_id),
-            }
-            for node, depth in rows
-        ],
+        "span_list": [_span_document(node, depth, trace.first_start) for node, depth in rows],
         "logs": [_log_document(log) for log in sorted(logs, key=lambda log: log.time_ns)],
         "graphs": graphs,
     }
@@ -236,6 +229,7 @@ def _span_document(node: TreeNode, depth: int, trace_start: int) -> dict[str, An
         "exception": _exception(span),
         "retries": span.retries,
         "fallback": bool(span.attributes.get(semconv.NODE_FALLBACK)),
+        "routing_miss": routing_miss(span),
     }
 
 
@@ -247,6 +241,19 @@ def _kind(span: SpanRecord) -> str:
     if semconv.BATCH_INDEX in span.attributes:
         return "item"
     return "span"
+
+
+def routing_miss(span: SpanRecord) -> dict[str, Any] | None:
+    """The node's action had no successor (the flow ended there), from the recorder's event."""
+    for event in span.events:
+        if event.name == semconv.EVENT_ROUTING_MISS:
+            return {
+                "node": str(span.attributes.get(semconv.NODE_NAME, span.name)),
+                "span_id": span.span_id,
+                "action": str(event.attributes.get(semconv.NODE_ACTION, "")),
+                "expected": list(event.attributes.get(semconv.NODE_AVAILABLE_ACTIONS, ())),
+            }
+    return None
 
 
 def _exception(span: SpanRecord) -> dict[str, str] | None:
@@ -276,8 +283,7 @@ def flow_graph(flow: TreeNode) -> dict[str, Any] | None:
     """The flow's graph with what this run did on it; None if the attribute is unreadable.
 
     Nodes carry their runs, time and status; an edge is taken when a run of its source
-    chose its action and went on. A run whose action has no edge, from a node that has
-    edges, is a routing miss: the flow ended there (PocketFlow warns "Flow ends: ...").
+    chose its action and went on.
     """
     try:
         graph = json.loads(str(flow.span.attributes[semconv.FLOW_GRAPH]))
@@ -308,7 +314,9 @@ def flow_graph(flow: TreeNode) -> dict[str, Any] | None:
             }
             for edge in edges
         ],
-        "routing_misses": _routing_misses(runs, edges, nodes),
+        "routing_misses": [
+            miss for steps in runs.values() for step in steps if (miss := routing_miss(step))
+        ],
     }
 
 
@@ -338,26 +346,3 @@ def _graph_node(node: Mapping[str, Any], runs: list[SpanRecord]) -> dict[str, An
         "status": status,
         "span_ids": [span.span_id for span in runs],
     }
-
-
-def _routing_misses(
-    runs: Mapping[str, list[SpanRecord]],
-    edges: list[dict[str, Any]],
-    nodes: Mapping[str, Any],
-) -> list[dict[str, Any]]:
-    actions: dict[str, list[str]] = {}
-    for edge in edges:
-        actions.setdefault(str(edge.get("source")), []).append(str(edge.get("action")))
-    return [
-        {
-            "node": str(nodes[node_id].get("name")),
-            "span_id": span.span_id,
-            "action": _action(span),
-            "expected": actions[node_id],
-        }
-        for node_id, spans in runs.items()
-        if node_id in actions and node_id in nodes
-        for span in spans
-        if span.attributes.get(semconv.NODE_SUCCESSOR) == semconv.SUCCESSOR_END
-        and _action(span) not in actions[node_id]
-    ]

@@ -48,6 +48,8 @@ INDEXED_KEYS = frozenset(
         semconv.NODE_CPU_TIME,
         semconv.NODE_MEMORY_GROWTH,
         semconv.NODE_FALLBACK,
+        semconv.NODE_ROUTING_MISS,
+        semconv.NODE_ACTION,
         semconv.ERROR_TYPE,
         semconv.EXCEPTION_MESSAGE,
     }

@@ -393,7 +393,12 @@ function spanPanel(span, logs) {
 }
 
 function eventTitle(event) {
-  const titles = { "reasonflow.retry": "retry", "reasonflow.fallback": "fallback" };
+  const titles = {
+    "reasonflow.retry": "retry",
+    "reasonflow.fallback": "fallback",
+    "reasonflow.fallback_failed": "fallback failed",
+    "reasonflow.routing_miss": "routing miss",
+  };
   return titles[event.name] || event.name;
 }
 
@@ -525,7 +530,8 @@ async function workflowsPage() {
     h("h1", null, "Workflows"),
     names.length ? null : h("p", { class: "empty" }, "No workflow runs recorded yet."),
     names.map((name) => workflowCard(name, stats.workflows[name])),
-    Object.keys(stats.failures).length ? failuresCard(stats.failures) : null,
+    Object.keys(stats.failures).length || Object.keys(stats.routing_misses).length
+      ? failuresCard(stats.failures, stats.routing_misses) : null,
   );
   refreshTimer = setTimeout(route, stats.file.indexing ? 1000 : REFRESH_MS * 2);
 }
@@ -559,7 +565,7 @@ function workflowCard(name, workflow) {
           h("span", { class: "num" }, percent(b.share)))))),
       h("div", null, h("h3", null, "Slower than usual"), h("p", { class: "muted small" }, "latest run ÷ the step's own p50"),
         workflow.slower_than_usual.length ? h("table", { class: "slow" },
-          h("tr", null, h("th", null, "Step"), h("th", null, "latest"), h("th", null, "p50"), h("th", null, "×")),
+          h("tr", null, h("th", null, "Step"), ["latest", "p50", "×"].map((c) => h("th", { class: "num" }, c))),
           workflow.slower_than_usual.map((row) => h("tr", { class: row.ratio >= 1.5 ? "hot" : "" },
             h("td", null, row.step), h("td", { class: "num" }, duration(row.latest_s)),
             h("td", { class: "num" }, duration(row.p50_s)), h("td", { class: "num" }, row.ratio.toFixed(2)))))
@@ -569,9 +575,9 @@ function workflowCard(name, workflow) {
 }
 
 function stepsTable(steps) {
-  const columns = ["Step", "runs", "error %", "p50", "p95", "max", "CPU", "memory", "retries", "fallbacks"];
+  const columns = ["Step", "runs", "error %", "p50", "p95", "max", "CPU", "memory", "retries", "fallbacks", "routing misses"];
   return h("table", { class: "steps" },
-    h("tr", null, columns.map((c) => h("th", null, c))),
+    h("tr", null, columns.map((c, i) => h("th", { class: i ? "num" : null }, c))),
     Object.entries(steps).map(([name, step]) => h("tr", { "data-step": name },
       h("td", null, name, step.kind === "flow" ? h("span", { class: "muted" }, " (flow)") : null),
       h("td", { class: "num" }, step.runs),
@@ -582,7 +588,8 @@ function stepsTable(steps) {
       h("td", { class: "num" }, duration(step.cpu_s)),
       h("td", { class: "num" }, bytes(step.memory_growth_bytes)),
       h("td", { class: "num" }, step.retries),
-      h("td", { class: "num" }, step.fallbacks))));
+      h("td", { class: "num" }, step.fallbacks),
+      h("td", { class: "num" }, step.routing_misses))));
 }
 
 function trendChart(trend) {
@@ -609,7 +616,8 @@ function trendChart(trend) {
     h("span", { class: "legend line" }), "CPU time of its nodes"));
 }
 
-function failuresCard(failures) {
+function failuresCard(failures, routingMisses) {
+  const misses = Object.entries(routingMisses);
   return h("section", { class: "card failures" }, h("h2", null, "Failures"),
     h("p", { class: "muted small" }, "by error.type: runs that failed, attempts that were retried, and where"),
     h("table", null,
@@ -619,5 +627,10 @@ function failuresCard(failures) {
         h("td", { class: "num" }, f.failed_runs),
         h("td", { class: "num" }, f.retried_attempts),
         h("td", null, Object.entries(f.where).map(([node, n]) => `${node} (${n})`).join(", ")),
-        h("td", { class: "muted" }, f.example)))));
+        h("td", { class: "muted" }, f.example)))),
+    misses.length ? [
+      h("h3", null, "Routing misses"),
+      h("p", { class: "muted small" }, "a node returned an action with no successor, so the flow ended there"),
+      h("ul", { class: "routing-misses" }, misses.map(([where, count]) => h("li", null, `${where}: ${count}`))),
+    ] : null);
 }
