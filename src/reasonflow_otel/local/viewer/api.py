@@ -86,7 +86,8 @@ def get_trace(index: TraceIndex, trace_id: str) -> dict[str, Any]:
     index.refresh()
     matches = index.matching(prefix)
     if not matches:
-        raise ApiError(404, f"no trace id starts with {prefix}")
+        reading = " yet (the file is still being read)" if index.state().indexing else ""
+        raise ApiError(404, f"no trace id starts with {prefix}{reading}")
     if len(matches) > 1:
         found = ", ".join(sorted(trace.trace_id for trace in matches)[:3])
         raise ApiError(400, f"{prefix} matches {len(matches)} traces ({found}, ...)")
