@@ -253,7 +253,9 @@ async function runPage(traceId) {
       panel),
   );
   const failed = trace.span_list.filter((span) => span.status === "error");
-  const first = failed.length ? failed[failed.length - 1] : trace.span_list[0];
+  // The deepest failure, else a routing miss, else the root.
+  const first = failed[failed.length - 1] || trace.span_list.find((span) => span.routing_miss) ||
+    trace.span_list[0];
   if (first) select(first.span_id);
 }
 
