@@ -85,11 +85,28 @@ def test_the_runs_page_lists_every_trace(browser, viewer_url, trace_file, tmp_pa
     browser.save_screenshot(str(tmp_path / "runs.png"))
     assert console_errors(browser) == []
 
+    from selenium.webdriver.common.keys import Keys
+
+    search = browser.find_element("css selector", "input[name=q]")
+    search.send_keys("xyz")
+    [problem] = wait_for(browser, "#runs-results .error-box")
+    assert problem.text == "'xyz' is not a trace id (1 to 32 hex digits)"
+    search.clear()
+    search.send_keys(roots[2]["traceId"][:6])
+    [found] = wait_for(browser, "tr[data-trace-id]", count=1)
+    assert found.get_attribute("data-trace-id") == roots[2]["traceId"]
+    search.send_keys(Keys.BACKSPACE * 6)  # as a person deletes it
+    wait_for(browser, "tr[data-trace-id]", count=4)
+
     status = browser.find_element("css selector", "select[name=status]")
     status.find_element("css selector", "option[value=error]").click()
     [failed] = wait_for(browser, "tr[data-trace-id]", count=1)
     assert failed.get_attribute("data-trace-id") == roots[0]["traceId"]
     assert browser.current_url.endswith("#/runs?status=error")
+    assert console_errors(browser) == [  # the one bad search, answered with a 400
+        f"{viewer_url}api/traces?q=xyz - Failed to load resource: "
+        "the server responded with a status of 400 (Bad Request)"
+    ]
 
 
 def test_clicking_a_run_shows_its_waterfall_and_the_path_it_took(

@@ -141,8 +141,13 @@ async function runsPage(params) {
 
 async function refreshRuns(params) {
   // Only the results: the filters keep their focus and what is being typed.
-  const data = await getJSON("/api/traces?" + tracesQuery(params));
-  if (document.getElementById("runs-results")) showRuns(data, params);
+  try {
+    const data = await getJSON("/api/traces?" + tracesQuery(params));
+    if (document.getElementById("runs-results")) showRuns(data, params);
+  } catch (error) { // e.g. a trace id that is not hex: said under the filters
+    const results = document.getElementById("runs-results");
+    if (results) results.replaceChildren(h("p", { class: "error-box" }, error.message));
+  }
 }
 
 function tracesQuery(params) {
@@ -163,7 +168,7 @@ function showRuns(data, params) {
       ? h("p", { class: "muted" }, `${data.traces.length} of ${data.matched} traces shown`)
       : "",
   );
-  refreshTimer = setTimeout(() => refreshRuns(params).catch(failure), data.file.indexing ? 1000 : REFRESH_MS);
+  refreshTimer = setTimeout(() => refreshRuns(params), data.file.indexing ? 1000 : REFRESH_MS);
 }
 
 function emptyText(data) {
@@ -181,7 +186,7 @@ function runFilters(params, workflows) {
     // The address follows the filters without redrawing them (typing keeps its focus).
     history.replaceState(null, "", "#/runs?" + next.toString());
     clearTimeout(refreshTimer);
-    refreshRuns(next).catch(failure);
+    refreshRuns(next);
   };
   const select = (name, options, label) => h(
     "label", null, label,
