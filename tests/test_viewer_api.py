@@ -645,6 +645,24 @@ def test_ui_on_a_port_in_use_says_so(recorded, tmp_path):
     )
 
 
+def test_ui_on_another_interface_warns_that_traces_may_be_sensitive(recorded):
+    """192.0.2.1 is a documentation address no machine has: the bind fails, after the warning."""
+    completed = subprocess.run(
+        [CLI, "ui", "--file", str(recorded.path), "--host", "192.0.2.1", "--no-browser"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert completed.returncode == 1
+    assert completed.stderr.splitlines() == [
+        "reasonflow-otel: warning: serving on 192.0.2.1: anyone who can reach it can read these "
+        "traces, which may hold sensitive data (parameters, captured payloads, log messages)",
+        "reasonflow-otel: error: cannot serve on 192.0.2.1:7241: Cannot assign requested address "
+        "(pass --port 0 for any free port)",
+    ]
+
+
 def ipv6_loopback() -> bool:
     try:
         with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:

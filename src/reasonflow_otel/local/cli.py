@@ -155,6 +155,11 @@ def ui_command(arguments: argparse.Namespace) -> None:
     from reasonflow_otel.local.viewer.server import ViewerServer, is_loopback
 
     path = _trace_file(arguments)
+    if not is_loopback(arguments.host):
+        warn_on_stderr(
+            f"serving on {arguments.host}: anyone who can reach it can read these traces, "
+            "which may hold sensitive data (parameters, captured payloads, log messages)"
+        )
     try:
         server = ViewerServer(path, arguments.host, arguments.port)
     except OSError as error:
@@ -162,11 +167,6 @@ def ui_command(arguments: argparse.Namespace) -> None:
             f"cannot serve on {arguments.host}:{arguments.port}: {error.strerror} "
             "(pass --port 0 for any free port)"
         ) from None
-    if not is_loopback(arguments.host):
-        warn_on_stderr(
-            f"serving on {arguments.host}: anyone who can reach it can read these traces, "
-            "which may hold sensitive data (parameters, captured payloads, log messages)"
-        )
     print(f"Serving {path.absolute()} at {server.url} (Ctrl-C to stop)", flush=True)
     if not arguments.no_browser:
         webbrowser.open(server.url)
