@@ -237,7 +237,14 @@ function runsTable(traces) {
 // --- One run ------------------------------------------------------------------------------------
 
 async function runPage(traceId) {
-  const trace = await getJSON("/api/traces/" + encodeURIComponent(traceId));
+  let trace;
+  try {
+    trace = await getJSON("/api/traces/" + encodeURIComponent(traceId));
+  } catch (error) {
+    // A large file still being read may not have reached this trace: look again shortly.
+    if (error.message.includes("still being read")) refreshTimer = setTimeout(route, 1000);
+    throw error;
+  }
   const spans = new Map(trace.span_list.map((span) => [span.span_id, span]));
   const panel = h("aside", { class: "panel", id: "span-panel" });
   const select = (spanId) => {
