@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 from opentelemetry.instrumentation.threading import ThreadingInstrumentor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -70,10 +71,9 @@ def _fresh_configuration_warnings() -> None:
     settings._warned.clear()
 
 
-@pytest.fixture
-def make_telemetry() -> Iterator[Callable[..., Telemetry]]:
-    """Instrument PocketFlow with given settings (keywords), optional sampler and id generator."""
-    instrumentor = PocketFlowInstrumentor()
+def instrumented_telemetry(instrumentor: BaseInstrumentor) -> Iterator[Callable[..., Telemetry]]:
+    """``make(sampler, id_generator, **settings)`` instruments with real in-memory providers;
+    the instrumentation is undone when the fixture ends."""
 
     def make(
         sampler: Sampler | None = None, id_generator: IdGenerator | None = None, **options: Any
@@ -92,6 +92,12 @@ def make_telemetry() -> Iterator[Callable[..., Telemetry]]:
     yield make
     if instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.uninstrument()
+
+
+@pytest.fixture
+def make_telemetry() -> Iterator[Callable[..., Telemetry]]:
+    """Instrument PocketFlow with given settings (keywords), optional sampler and id generator."""
+    yield from instrumented_telemetry(PocketFlowInstrumentor())
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from reasonflow_otel.local.cli import main
 CLI = str(BIN / "reasonflow-otel")
 EXAMPLE = REPOSITORY / "examples" / "support_triage.py"
 DURATION = re.compile(r"\d+(\.\d+)? (ms|s)\b")
-COMMANDS = ("traces", "show", "stats", "export", "doctor")
+COMMANDS = ("traces", "show", "stats", "export", "doctor", "state")
 
 
 def run(cwd: Path, *command: str, **settings: str) -> subprocess.CompletedProcess[str]:
@@ -261,7 +261,9 @@ def test_doctor_reports_an_endpoint_that_does_not_answer(tmp_path):
     assert facts["metrics exporters"] == "otlp_proto_grpc"
     assert facts["logs exporters"] == "none"
     assert facts["traces endpoint"] == f"{endpoint} (Connection refused)"
-    assert facts["engines"] == "pocketflow 0.0.3 (will be instrumented)"
+    assert facts["engines"] == (
+        "pocketflow 0.0.3 (will be instrumented), burr 0.43.0 (will be instrumented)"
+    )
     assert facts["propagators"] == "tracecontext,baggage"
     fixes = report.stdout.split("What to fix:\n")[1].splitlines()
     assert fixes[0] == "  1. Set OTEL_SERVICE_NAME so this program's traces are easy to find."

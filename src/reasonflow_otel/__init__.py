@@ -21,6 +21,7 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 import reasonflow_otel.sdk.preflight  # noqa: F401  (first: checks OTEL_* before the SDK reads them)
 from reasonflow_otel.decorators import node, step, workflow
 from reasonflow_otel.guard import report_internal_error
+from reasonflow_otel.local.state import load_state
 from reasonflow_otel.propagation import (
     child_environment,
     continue_trace,
@@ -39,6 +40,7 @@ __all__ = [
     "inject",
     "instrument",
     "instrumented_engines",
+    "load_state",
     "node",
     "step",
     "uninstrument",
@@ -50,6 +52,7 @@ _logger = logging.getLogger(__name__)
 # Engine module -> its instrumentor; an engine counts only when it is importable.
 ENGINES = {
     "pocketflow": "reasonflow_otel.instrumentation.pocketflow:PocketFlowInstrumentor",
+    "burr": "reasonflow_otel.instrumentation.burr:BurrInstrumentor",
     "reasonflow_methods": "reasonflow_otel.instrumentation.methods:MethodsInstrumentor",
 }
 # Instrumentors that need no engine installed (by-name tracing and the decorators).

@@ -130,3 +130,22 @@ def gen_ai_latest_experimental(environ: Mapping[str, str] | None = None) -> bool
 def node_span_name(node_name: str) -> str:
     """`invoke_node {NodeName}`, the proposed GenAI name for a node run (opt-in only)."""
     return f"{OPERATION_INVOKE_NODE} {node_name}"
+
+
+# --- Applications and steps with ids and explicit state (Burr) -------------------------
+APP_ID: Final = "reasonflow.app.id"
+# The partition key (often a user id): omitted, hashed (SHA-256 hex) or, if allowed, as is.
+APP_PARTITION_KEY: Final = "reasonflow.app.partition_key"
+APP_PARTITION_KEY_HASH: Final = "reasonflow.app.partition_key.sha256"
+NODE_SEQUENCE_ID: Final = "reasonflow.node.sequence_id"
+NODE_READS: Final = "reasonflow.node.reads"
+NODE_WRITES: Final = "reasonflow.node.writes"
+# A span opened by user code inside a node (Burr's __tracer / @trace): not a node itself.
+SPAN_KIND_USER: Final = "reasonflow.span.user"
+# Opt-in (Settings.capture "state"): the state after a step, or a run's state at its start and end.
+STATE_BEFORE: Final = "reasonflow.state.before"
+STATE_AFTER: Final = "reasonflow.state.after"
+# GenAI execution convention: a step changed the state.
+EVENT_STATE_CHANGED: Final = "gen_ai.execution.state.changed"
+STATE_CHANGED_COUNT: Final = "reasonflow.state.changed.count"
+STATE_CHANGED_KEYS: Final = "reasonflow.state.changed.keys"  # opt-in: Settings.state_key_names

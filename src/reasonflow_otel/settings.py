@@ -52,7 +52,8 @@ DEFAULT_DURATION_BUCKETS = (
 )
 
 RESOURCE_PROBES = ("none", "rusage", "psutil")
-CAPTURE_PHASES = ("prep", "exec", "post", "shared")
+PARTITION_KEY_MODES = ("omit", "hash", "raw")
+CAPTURE_PHASES = ("prep", "exec", "post", "shared", "state")
 KEEP_ALL = "all"
 KEEP_RULES = ("errors", "slow", "ratio")
 
@@ -180,6 +181,10 @@ def parse_path(text: str) -> Path:
     return Path(text.strip()).expanduser()
 
 
+def parse_text(text: str) -> str:
+    return text.strip()
+
+
 def _setting(default: Any, parse: Callable[[str], Any], help: str) -> Any:
     metadata = {"parse": parse, "help": help}
     if isinstance(default, Mapping):  # read-only, but dataclasses want a factory
@@ -235,7 +240,7 @@ class Settings:
     )
     # Payload capture (off by default)
     capture: tuple[str, ...] = _setting(
-        (), subset_of(*CAPTURE_PHASES), "Payloads to record: prep, exec, post, shared."
+        (), subset_of(*CAPTURE_PHASES), "Payloads to record: prep, exec, post, shared, state."
     )
     capture_max_length: int = _setting(
         1024, parse_positive_int, "Longest captured value, in characters."
@@ -270,6 +275,20 @@ class Settings:
     )
     keep_buffer_spans: int = _setting(
         5_000, parse_positive_int, "Most spans held while their trace awaits its decision."
+    )
+    # Applications with ids and explicit state (Burr)
+    partition_key: str = _setting(
+        "hash",
+        choice(*PARTITION_KEY_MODES),
+        "Application partition keys (often user ids) on spans: omit, hash (SHA-256) or raw.",
+    )
+    state_key_names: bool = _setting(
+        False, parse_bool, "Name the changed state keys on state-change events."
+    )
+    burr_application_name: str = _setting(
+        "",
+        parse_text,
+        "Workflow name of top-level Burr applications without a tracker project.",
     )
 
     @classmethod

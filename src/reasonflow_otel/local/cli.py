@@ -5,6 +5,7 @@
     reasonflow-otel stats [--json]         per-node and per-flow figures, bottlenecks, failures
     reasonflow-otel export --endpoint URL  send the recorded spans to an OTLP endpoint
     reasonflow-otel doctor                 the effective configuration, and what to fix
+    reasonflow-otel state 4bf92f35 --step 2  the application state after step 2, as JSON
     reasonflow-otel ui                     a local web viewer with workflow analytics
 
 Exit status: 0 on success, 1 when the command could not do its job (missing file, unknown
@@ -23,7 +24,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from string import hexdigits
 
-from reasonflow_otel.local import doctor, listing
+from reasonflow_otel.local import doctor, listing, state
 from reasonflow_otel.local.export import (
     PROTOCOLS,
     default_protocol,
@@ -151,6 +152,15 @@ def doctor_command(arguments: argparse.Namespace) -> int:
     return 1 if diagnosis.fixes else 0
 
 
+def state_command(arguments: argparse.Namespace) -> None:
+    try:
+        saved = state.load_state(arguments.trace_id, arguments.step, file=_trace_file(arguments))
+    except state.StateError as error:
+        raise CliError(str(error)) from None
+    print(json.dumps(saved.state, indent=2, ensure_ascii=False))
+    print(f"next action: {saved.next_action or '(none: the run had ended)'}", file=sys.stderr)
+
+
 def ui_command(arguments: argparse.Namespace) -> None:
     from reasonflow_otel.local.viewer.server import ViewerServer, is_loopback
 
@@ -266,6 +276,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument(
         "--timeout", type=float, default=10.0, metavar="SECONDS", help="per request (default 10)"
+    )
+
+    state_parser = _command(
+        commands,
+        "state",
+        state_command,
+        "Print an application's state after a step as JSON (needs state capture on).",
+    )
+    state_parser.add_argument(
+        "trace_id", metavar="TRACE_ID", help="the trace id, or its first digits"
+    )
+    state_parser.add_argument(
+        "--step", type=_count, metavar="N", help="the step's sequence id (default: the last step)"
     )
 
     ui = _command(

@@ -29,6 +29,7 @@ from opentelemetry.sdk.environment_variables import (
     OTEL_SDK_DISABLED,
 )
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from packaging.requirements import Requirement
 
 from reasonflow_otel import ENGINE_FREE, ENGINES, __version__
 from reasonflow_otel.local.store import log_file_for
@@ -139,13 +140,15 @@ def _check_engines(diagnosis: Diagnosis) -> None:
 
 def _engine_state(diagnosis: Diagnosis, engine: str, target: str) -> tuple[str, bool]:
     """``pocketflow 0.0.3 (will be instrumented)`` and whether it will be."""
-    try:
-        installed = f"{engine} {version(engine)}"
-    except PackageNotFoundError:
-        return f"{engine} (not installed)", False
     module_name, _, class_name = target.partition(":")
     instrumentor = getattr(importlib.import_module(module_name), class_name)()
-    conflict = get_dependency_conflicts(instrumentor.instrumentation_dependencies())
+    dependencies = instrumentor.instrumentation_dependencies()
+    distribution = Requirement(next(iter(dependencies))).name  # burr: apache-burr
+    try:
+        installed = f"{engine} {version(distribution)}"
+    except PackageNotFoundError:
+        return f"{engine} (not installed)", False
+    conflict = get_dependency_conflicts(dependencies)
     if conflict is not None:
         diagnosis.fixes.append(str(conflict))
         return f"{installed} (unsupported version)", False

@@ -31,7 +31,13 @@ from reasonflow_otel.recorder.core import (
     Run,
     current_run,
 )
-from reasonflow_otel.recorder.iteration import traced_async_generator, traced_generator
+from reasonflow_otel.recorder.iteration import (
+    TracedAsyncStepIterator,
+    TracedStepIterator,
+    current,
+    traced_async_generator,
+    traced_generator,
+)
 
 __all__ = [
     "FlowGraph",
@@ -39,6 +45,9 @@ __all__ = [
     "NodeInfo",
     "Recorder",
     "Run",
+    "TracedAsyncStepIterator",
+    "TracedStepIterator",
+    "current",
     "current_run",
     "traced_async_generator",
     "traced_generator",

@@ -13,11 +13,12 @@ must never raise: failures go to :func:`guard.report_internal_error`.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import time
 from asyncio import CancelledError
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Collection, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -217,6 +218,7 @@ class Recorder:
         self._baggage = baggage_selection(settings)
         self._capture = Capture(settings)
         self.captured_phases = self._capture.phases  # adapters skip capture work when empty
+        self.settings = settings  # adapters read engine-specific settings here
         self._create_instruments(meter)
 
     def _create_instruments(self, meter: Meter) -> None:
@@ -462,13 +464,68 @@ class Recorder:
 
     def capture_shared(self, run: Run | None, store: Any, *, ended: bool) -> None:
         """Record the shared store as a run starts or ends, if its capture is enabled."""
-        if run is None or "shared" not in self.captured_phases or not run.span.is_recording():
+        if "shared" in self.captured_phases:
+            attribute = semconv.SHARED_AFTER if ended else semconv.SHARED_BEFORE
+            self._capture_store(run, store, attribute)
+
+    def _capture_store(self, run: Run | None, store: Any, attribute: str) -> None:
+        """A store's keys chosen for capture, redacted and bounded, on a recording span."""
+        if run is None or not run.span.is_recording():
             return
         try:
-            attribute = semconv.SHARED_AFTER if ended else semconv.SHARED_BEFORE
             run.span.set_attribute(attribute, self._capture.shared(store))
         except Exception as internal:
-            report_internal_error("capturing the shared store", internal)
+            report_internal_error("capturing a store", internal)
+
+    # --- Applications with ids and explicit state ---------------------------------
+
+    def identity_attributes(self, app_id: str, partition_key: str | None) -> dict[str, Any]:
+        """An application's id, and its partition key as ``Settings.partition_key`` allows."""
+        attributes: dict[str, Any] = {semconv.APP_ID: app_id}
+        mode = self._settings.partition_key
+        if partition_key is not None and mode == "raw":
+            attributes[semconv.APP_PARTITION_KEY] = partition_key
+        elif partition_key is not None and mode == "hash":
+            digest = hashlib.sha256(partition_key.encode()).hexdigest()
+            attributes[semconv.APP_PARTITION_KEY_HASH] = digest
+        return attributes
+
+    def start_span(self, name: str, owner: object) -> Run | None:
+        """Open a span that user code inside a node asked for: a child of the current
+        run, made current, counted in no metric (it is not a node of the workflow)."""
+        run: Run | None = None
+        try:
+            parent = current_run()
+            engine = parent.info.engine if parent is not None else ""
+            info = NodeInfo(engine, name, "", semconv.SPAN_KIND_USER, is_flow=False)
+            run = Run(info, parent, parent.flow_name if parent else None, is_item=True)
+            run.owner = owner
+            self._open(run, context.get_current(), {semconv.ENGINE: engine}, name)
+            return run
+        except Exception as error:
+            report_internal_error("starting a user span", error)
+            if run is not None:
+                self._close(run)
+            return None
+
+    def state_changed(self, run: Run | None, changed_keys: Collection[str]) -> None:
+        """A ``gen_ai.execution.state.changed`` event: how many keys, and (opt-in) which."""
+        if run is None or not run.span.is_recording():
+            return
+        try:
+            attributes: dict[str, Any] = {semconv.STATE_CHANGED_COUNT: len(changed_keys)}
+            if self._settings.state_key_names:
+                attributes[semconv.STATE_CHANGED_KEYS] = [safe_str(k) for k in changed_keys]
+            run.span.add_event(semconv.EVENT_STATE_CHANGED, attributes)
+        except Exception as internal:
+            report_internal_error("recording a state change", internal)
+
+    def capture_state(self, run: Run | None, state: Any, *, ended: bool = True) -> None:
+        """Record a state (redacted, bounded, key-filtered like the shared store), if the
+        ``state`` capture is on: what ``reasonflow_otel.load_state`` reads back."""
+        if "state" in self.captured_phases:
+            attribute = semconv.STATE_AFTER if ended else semconv.STATE_BEFORE
+            self._capture_store(run, state, attribute)
 
     # --- Ending runs --------------------------------------------------------------
 

@@ -10,7 +10,8 @@ so ending in another context or thread is safe.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable, Generator
+import contextlib
+from collections.abc import AsyncGenerator, Callable, Generator, Iterator
 from typing import Any, TypeVar
 
 from opentelemetry import context
@@ -100,3 +101,107 @@ async def _aclose(run: Run, generator: AsyncGenerator[Any, Any]) -> None:
         await generator.aclose()
     finally:
         context.detach(token)
+
+
+@contextlib.contextmanager
+def current(run: Run) -> Iterator[None]:
+    """``run`` (started with ``attach=False``) current for the ``with`` block only."""
+    token = context.attach(run.context)
+    try:
+        yield
+    finally:
+        context.detach(token)
+
+
+class TracedSteps:
+    """An iterator over ``generator`` whose run ends with its last item, not with the generator.
+
+    For engines that stop pulling once a generator yields its final item (leaving it
+    paused): ``run`` (started with ``attach=False``) is current while an item is
+    computed, and ``end(error)`` is called once: when an item satisfies ``is_last``,
+    when the generator raises or ends, or when this iterator is closed or
+    garbage-collected. ``end`` finishes the run; a consumer stopping early is no error.
+    """
+
+    def __init__(
+        self,
+        run: Run,
+        generator: Any,
+        is_last: Callable[[Any], bool],
+        end: Callable[[BaseException | None], None],
+    ) -> None:
+        self.end = end
+        self._run = run
+        self._generator = generator
+        self._is_last = is_last
+        self._done = False
+
+    def _step_context(self) -> object | None:
+        return None if self._done else context.attach(self._run.context)
+
+    def _after(self, item: Any) -> Any:
+        if not self._done and self._is_last(item):
+            self._end(None)
+        return item
+
+    def stop(self, error: BaseException | None = None) -> None:
+        """The consumer is done with the stream (for an engine that says so): end now."""
+        self._end(error)
+
+    def _end(self, error: BaseException | None) -> None:
+        if not self._done:
+            self._done = True
+            self.end(None if isinstance(error, GeneratorExit) else error)
+
+    def __del__(self) -> None:
+        self._end(None)  # abandoned before its last item: the run ends, not as a failure
+
+
+class TracedStepIterator(TracedSteps):
+    """:class:`TracedSteps` over a synchronous generator."""
+
+    def __iter__(self) -> TracedStepIterator:
+        return self
+
+    def __next__(self) -> Any:
+        token = self._step_context()
+        try:
+            item = next(self._generator)
+        except BaseException as error:
+            self._end(None if isinstance(error, StopIteration) else error)
+            raise
+        finally:
+            if token is not None:
+                context.detach(token)
+        return self._after(item)
+
+    def close(self) -> None:
+        try:
+            self._generator.close()
+        finally:
+            self._end(None)
+
+
+class TracedAsyncStepIterator(TracedSteps):
+    """:class:`TracedSteps` over an asynchronous generator."""
+
+    def __aiter__(self) -> TracedAsyncStepIterator:
+        return self
+
+    async def __anext__(self) -> Any:
+        token = self._step_context()
+        try:
+            item = await self._generator.__anext__()
+        except BaseException as error:
+            self._end(None if isinstance(error, StopAsyncIteration) else error)
+            raise
+        finally:
+            if token is not None:
+                context.detach(token)
+        return self._after(item)
+
+    async def aclose(self) -> None:
+        try:
+            await self._generator.aclose()
+        finally:
+            self._end(None)

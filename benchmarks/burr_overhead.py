@@ -1,0 +1,220 @@
+"""Per-step overhead on Apache Burr: reasonflow-otel against Burr's own bridge, in one run.
+
+    python benchmarks/burr_overhead.py            # a few seconds
+    python benchmarks/burr_overhead.py --quick    # smoke: every figure, measured briefly
+
+A Burr application loops over one trivial action ``STEPS`` times per ``run()``.
+Every figure is a median over rounds, the modes interleaved within a round so that
+load on a shared machine hits them alike, in microseconds per step:
+
+- ``bare``: a step with no instrumentation;
+- ``sdk_span``: one correctly parented span (start, make current, end) through a
+  BatchSpanProcessor into an exporter that drops everything: the SDK's floor;
+- ``burr_bridge``: what Burr's ``OpenTelemetryBridge`` (``with_hooks``) adds to
+  ``bare`` (spans only: it records no metric);
+- ``sdk_hist``: one ``histogram.record`` with a step metric's attribute set (a
+  step records three by default: duration, CPU time, memory growth);
+- ``sampled``: what ``BurrInstrumentor`` adds with every span sampled, every
+  default metric and the default resource probe on;
+- ``sampled_spans_only``: the same with reasonflow's metrics dropped by a View
+  and no resource probe: the like-for-like comparison with the bridge;
+- ``unsampled``: the sampler always off (metrics still recorded).
+
+Both tracers write to the same kind of provider. Compare ratios from one run, not
+figures across runs or machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from burr.core import Application, ApplicationBuilder, State, action, default, expr
+from burr.integrations.opentelemetry import OpenTelemetryBridge
+from opentelemetry import context, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Sampler
+
+from reasonflow_otel.instrumentation.burr import BurrInstrumentor
+from reasonflow_otel.sdk.views import build_views
+from reasonflow_otel.settings import Settings
+
+STEPS = 100
+MICROSECONDS = 1e6
+
+
+@dataclass(frozen=True)
+class Budget:
+    runs: int  # app runs per timing
+    rounds: int  # timings whose median is kept
+
+
+FULL = Budget(runs=20, rounds=9)
+QUICK = Budget(runs=1, rounds=1)
+
+
+@action(reads=["n"], writes=["n"])
+def tick(state: State) -> State:
+    return state.update(n=state["n"] + 1)
+
+
+@action(reads=["n"], writes=["n"])
+def stop(state: State) -> State:
+    return state
+
+
+def application(hooks: Sequence[object] = ()) -> Application:
+    builder = (
+        ApplicationBuilder()
+        .with_actions(tick=tick, stop=stop)
+        .with_transitions(("tick", "tick", expr(f"n < {STEPS - 1}")), ("tick", "stop", default))
+        .with_state(n=0)
+        .with_entrypoint("tick")
+    )
+    return (builder.with_hooks(*hooks) if hooks else builder).build()
+
+
+class DropExporter(SpanExporter):
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+
+def tracer_provider(sampler: Sampler) -> TracerProvider:
+    provider = TracerProvider(sampler=sampler)
+    provider.add_span_processor(BatchSpanProcessor(DropExporter()))
+    return provider
+
+
+def per_step(runs: int, build: Callable[[], Application]) -> float:
+    """Seconds per step over ``runs`` runs of fresh apps (built outside the timing)."""
+    apps = [build() for _ in range(runs)]
+    started = time.perf_counter()
+    for app in apps:
+        app.run(halt_after=["stop"])
+    return (time.perf_counter() - started) / (runs * STEPS)
+
+
+def sdk_span(runs: int, provider: TracerProvider) -> float:
+    """One parented span per step: what any tracer of a step must pay at least."""
+    tracer = provider.get_tracer("floor")
+    parent = tracer.start_span("run")
+    parent_context = trace.set_span_in_context(parent)
+    started = time.perf_counter()
+    for _ in range(runs * STEPS):
+        span = tracer.start_span("step", context=parent_context)
+        token = context.attach(trace.set_span_in_context(span, parent_context))
+        context.detach(token)
+        span.end()
+    elapsed = time.perf_counter() - started
+    parent.end()
+    return elapsed / (runs * STEPS)
+
+
+def sdk_hist(runs: int) -> float:
+    """One histogram point with a step's metric attributes."""
+    meter = MeterProvider(metric_readers=[InMemoryMetricReader()]).get_meter("floor")
+    histogram = meter.create_histogram("floor.duration", unit="s")
+    attributes = {
+        "reasonflow.engine": "burr",
+        "reasonflow.node.name": "tick",
+        "gen_ai.workflow.name": "tick",
+    }
+    started = time.perf_counter()
+    for _ in range(runs * STEPS):
+        histogram.record(0.001, attributes)
+    return (time.perf_counter() - started) / (runs * STEPS)
+
+
+SPANS_ONLY = Settings(drop_metrics=("reasonflow.*",), resource_probe="none")
+
+
+class Instrumented:
+    """Providers made once per mode, instrumented only while a timing runs."""
+
+    def __init__(self, sampler: Sampler, settings: Settings) -> None:
+        self._settings = settings
+        self._tracer_provider = tracer_provider(sampler)
+        self._meter_provider = MeterProvider(
+            metric_readers=[InMemoryMetricReader()], views=build_views(settings)
+        )
+
+    def per_step(self, runs: int) -> float:
+        instrumentor = BurrInstrumentor()
+        instrumentor.instrument(
+            tracer_provider=self._tracer_provider,
+            meter_provider=self._meter_provider,
+            settings=self._settings,
+        )
+        try:
+            return per_step(runs, application)
+        finally:
+            instrumentor.uninstrument()
+
+
+def measure(budget: Budget) -> dict[str, float]:
+    bridge_provider = tracer_provider(ALWAYS_ON)
+    bridge = OpenTelemetryBridge(tracer=bridge_provider.get_tracer("burr"))
+    timings: dict[str, list[float]] = {}
+    floor_provider = tracer_provider(ALWAYS_ON)
+    sampled = Instrumented(ALWAYS_ON, Settings())
+    spans_only = Instrumented(ALWAYS_ON, SPANS_ONLY)
+    unsampled = Instrumented(ALWAYS_OFF, Settings())
+    modes: dict[str, Callable[[], float]] = {
+        "bare": lambda: per_step(budget.runs, application),
+        "sdk_span": lambda: sdk_span(budget.runs, floor_provider),
+        "sdk_hist": lambda: sdk_hist(budget.runs),
+        "burr_bridge": lambda: per_step(budget.runs, lambda: application([bridge])),
+        "sampled": lambda: sampled.per_step(budget.runs),
+        "sampled_spans_only": lambda: spans_only.per_step(budget.runs),
+        "unsampled": lambda: unsampled.per_step(budget.runs),
+    }
+    for _ in range(budget.rounds):
+        for name, mode in modes.items():
+            gc.collect()  # each timing starts with no garbage left by the one before
+            timings.setdefault(name, []).append(mode())
+    medians = {name: statistics.median(values) * MICROSECONDS for name, values in timings.items()}
+    bare = medians["bare"]
+    return {
+        "bare": bare,
+        "sdk_span": medians["sdk_span"],
+        "sdk_hist": medians["sdk_hist"],
+        **{name: medians[name] - bare for name in OVER_BARE},
+    }
+
+
+OVER_BARE = ("burr_bridge", "sampled", "sampled_spans_only", "unsampled")
+
+
+def report(figures: dict[str, float]) -> None:
+    print(f"\nburr application, {STEPS} steps per run (microseconds per step)")
+    for name, value in figures.items():
+        print(f"  {name:<36} {value:10.2f}")
+    print("ratios")
+    floor = figures["sdk_span"] + 3 * figures["sdk_hist"]
+    ratios = {
+        "sampled_spans_only / burr_bridge": figures["sampled_spans_only"] / figures["burr_bridge"],
+        "sampled_spans_only / sdk_span": figures["sampled_spans_only"] / figures["sdk_span"],
+        "burr_bridge / sdk_span": figures["burr_bridge"] / figures["sdk_span"],
+        "sampled / (sdk_span + 3 sdk_hist)": figures["sampled"] / floor,
+        "unsampled / 3 sdk_hist": figures["unsampled"] / (3 * figures["sdk_hist"]),
+    }
+    for name, value in ratios.items():
+        print(f"  {name:<36} {value:10.2f}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="every figure, measured briefly")
+    arguments = parser.parse_args(argv)
+    report(measure(QUICK if arguments.quick else FULL))
+
+
+if __name__ == "__main__":
+    main()
