@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from opentelemetry.context import Context
 from opentelemetry.sdk._logs import LogRecordProcessor, ReadWriteLogRecord
+from opentelemetry.sdk.resources import SERVICE_NAME
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import StatusCode, TraceFlags, format_span_id, format_trace_id
 
@@ -134,6 +135,7 @@ def span_record(span: ReadableSpan) -> SpanRecord:
         status_message=span.status.description or "",
         attributes=dict(span.attributes or {}),
         events=tuple(SpanEvent(event.name, dict(event.attributes or {})) for event in span.events),
+        service=str(span.resource.attributes.get(SERVICE_NAME, "")),
     )
 
 

@@ -15,10 +15,12 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Container, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, TypeVar
+
+from opentelemetry.sdk.resources import SERVICE_NAME
 
 from reasonflow_otel import semconv
 
@@ -95,6 +97,7 @@ class SpanRecord:
     status_message: str
     attributes: Mapping[str, Any]
     events: tuple[SpanEvent, ...] = ()
+    service: str = ""  # the resource's service.name
 
     @property
     def duration(self) -> float:
@@ -107,6 +110,11 @@ class SpanRecord:
         if self.attributes.get(semconv.GEN_AI_OPERATION_NAME) != semconv.OPERATION_INVOKE_WORKFLOW:
             return None
         return str(self.attributes.get(semconv.GEN_AI_WORKFLOW_NAME, self.name))
+
+    @property
+    def retries(self) -> int:
+        """Failed attempts that were retried (one retry event each)."""
+        return sum(1 for event in self.events if event.name == semconv.EVENT_RETRY)
 
     @property
     def is_node(self) -> bool:
@@ -167,17 +175,26 @@ def _decoded_lines(
             if not line.strip():
                 continue
             try:
-                records = decode(_parse(line, signal))
+                records = decode_line(line, signal, decode)
             except UnreadableLine as problem:
                 skipped.add(number, str(problem))
-                continue
-            except (ValueError, KeyError, TypeError, AttributeError) as error:
-                skipped.add(number, f"has malformed {signal} data ({_describe(error)})")
                 continue
             yield from records
     finally:
         file.close()
         skipped.report_rest()
+
+
+def decode_line(
+    line: bytes, signal: Signal, decode: Callable[[dict[str, Any]], list[T]]
+) -> list[T]:
+    """The records of one line; :class:`UnreadableLine` says why the line cannot be used."""
+    try:
+        return decode(_parse(line, signal))
+    except UnreadableLine:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise UnreadableLine(f"has malformed {signal} data ({_describe(error)})") from None
 
 
 def _parse(line: bytes, signal: Signal) -> dict[str, Any]:
@@ -234,16 +251,26 @@ class _SkippedLines:
 # --- Decoding OTLP/JSON -------------------------------------------------------------------------
 
 
-def decode_spans(request: dict[str, Any]) -> list[SpanRecord]:
-    return [
-        _span(span)
-        for resource_spans in request["resourceSpans"]
-        for scope_spans in resource_spans.get("scopeSpans") or ()
-        for span in scope_spans.get("spans") or ()
-    ]
+def decode_spans(request: dict[str, Any], keep: Container[str] | None = None) -> list[SpanRecord]:
+    """The request's spans; with ``keep``, only those attribute keys are decoded (faster)."""
+    spans = []
+    for resource_spans in request["resourceSpans"]:
+        service = _service(resource_spans)
+        for scope_spans in resource_spans.get("scopeSpans") or ():
+            spans += (_span(span, service, keep) for span in scope_spans.get("spans") or ())
+    return spans
 
 
-def _span(span: dict[str, Any]) -> SpanRecord:
+def _service(resource_spans: dict[str, Any]) -> str:
+    """The ``service.name`` of a resource, or ``""``."""
+    resource = resource_spans.get("resource") or {}
+    for item in resource.get("attributes") or ():
+        if item.get("key") == SERVICE_NAME:
+            return str(decode_value(item.get("value") or {}))
+    return ""
+
+
+def _span(span: dict[str, Any], service: str, keep: Container[str] | None) -> SpanRecord:
     status = span.get("status") or {}
     return SpanRecord(
         trace_id=_hex_id(span["traceId"], 32, "trace id"),
@@ -254,11 +281,12 @@ def _span(span: dict[str, Any]) -> SpanRecord:
         end_ns=int(span["endTimeUnixNano"]),
         failed=status.get("code") in _STATUS_ERROR,
         status_message=str(status.get("message", "")),
-        attributes=decode_attributes(span.get("attributes")),
+        attributes=decode_attributes(span.get("attributes"), keep),
         events=tuple(
-            SpanEvent(str(event.get("name", "")), decode_attributes(event.get("attributes")))
+            SpanEvent(str(event.get("name", "")), decode_attributes(event.get("attributes"), keep))
             for event in span.get("events") or ()
         ),
+        service=service,
     )
 
 
@@ -294,9 +322,20 @@ def severity_name(number: int) -> str:
     return _SEVERITY_NAMES[index] if 0 <= index < len(_SEVERITY_NAMES) else "LOG"
 
 
-def decode_attributes(attributes: list[dict[str, Any]] | None) -> dict[str, Any]:
-    """OTLP/JSON ``[{"key": k, "value": {"stringValue": v}}, ...]`` as ``{k: v}``."""
-    return {item["key"]: decode_value(item.get("value") or {}) for item in attributes or ()}
+def decode_attributes(
+    attributes: list[dict[str, Any]] | None, keep: Container[str] | None = None
+) -> dict[str, Any]:
+    """OTLP/JSON ``[{"key": k, "value": {"stringValue": v}}, ...]`` as ``{k: v}``.
+
+    With ``keep``, other keys are left out.
+    """
+    if keep is None:
+        return {item["key"]: decode_value(item.get("value") or {}) for item in attributes or ()}
+    return {
+        item["key"]: decode_value(item.get("value") or {})
+        for item in attributes or ()
+        if item["key"] in keep
+    }
 
 
 def decode_value(value: dict[str, Any]) -> Any:
