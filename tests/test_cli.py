@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.otlp_files import otlp_json
 from support.otlp_receiver import running_otlp_receiver
 from support.processes import BIN, REPOSITORY, clean_environment
 
@@ -40,13 +41,7 @@ def run(cwd: Path, *command: str, **settings: str) -> subprocess.CompletedProces
 
 def file_spans(path: Path) -> list[dict[str, Any]]:
     """Every span of an OTLP JSON lines file, as written."""
-    return [
-        span
-        for line in path.read_text().splitlines()
-        for resource in json.loads(line)["resourceSpans"]
-        for scope in resource["scopeSpans"]
-        for span in scope["spans"]
-    ]
+    return otlp_json(path, "spans")
 
 
 @pytest.fixture(scope="module")

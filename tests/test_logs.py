@@ -4,13 +4,13 @@ the console tree."""
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support.otlp_files import otlp_json
 from support.otlp_receiver import running_otlp_receiver
 from support.processes import BIN, run_program
 
@@ -94,21 +94,6 @@ def run_with_instrument_api(directory: Path, **settings: str) -> Any:
         f"runpy.run_path({str(app)!r}, run_name='__main__')"
     )
     return run_program([sys.executable, "-c", launcher], directory, **settings)
-
-
-def otlp_json(path: Path, records: str) -> list[dict[str, Any]]:
-    """Every span or log record of an OTLP JSON lines file."""
-    resource_key, scope_key, item_key = {
-        "spans": ("resourceSpans", "scopeSpans", "spans"),
-        "logs": ("resourceLogs", "scopeLogs", "logRecords"),
-    }[records]
-    return [
-        item
-        for line in path.read_text().splitlines()
-        for resource in json.loads(line)[resource_key]
-        for scope in resource[scope_key]
-        for item in scope[item_key]
-    ]
 
 
 def test_logs_in_nodes_reach_the_local_store_with_their_span_ids(tmp_path):

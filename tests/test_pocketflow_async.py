@@ -75,7 +75,8 @@ def research_flow() -> Research:
     return Research(start=plan)
 
 
-def test_async_flow_spans_parent_async_and_sync_nodes(telemetry):
+def test_async_flow_spans_parent_async_and_sync_nodes(make_telemetry):
+    telemetry = make_telemetry(phase_durations=True)
     shared = {"question": "why is the sky blue?"}
     run(research_flow(), shared)
 

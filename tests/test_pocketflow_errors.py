@@ -81,7 +81,10 @@ def assert_failed(span: Any, error: BaseException) -> None:
     ("phase", "durations"),
     [("prep", []), ("exec", ["prep", "exec"]), ("post", ["prep", "exec", "post"])],
 )
-def test_an_error_in_any_phase_fails_the_node_and_every_enclosing_flow(telemetry, phase, durations):
+def test_an_error_in_any_phase_fails_the_node_and_every_enclosing_flow(
+    make_telemetry, phase, durations
+):
+    telemetry = make_telemetry(phase_durations=True)
     error = InvoiceError(f"invoice 4411 unreadable in {phase}")
 
     with pytest.raises(InvoiceError) as raised:
@@ -280,7 +283,8 @@ def test_retries_in_a_batch_are_recorded_on_the_item_span(telemetry):
     assert "reasonflow.node.attempts" not in node.attributes
 
 
-def test_a_failing_batch_item_fails_its_item_span_and_the_node(telemetry):
+def test_a_failing_batch_item_fails_its_item_span_and_the_node(make_telemetry):
+    telemetry = make_telemetry(phase_durations=True)
     error = InvoiceError("invoice 2 is empty")
 
     class ParseAll(pocketflow.BatchNode):

@@ -81,10 +81,10 @@ def translate_on_threads(shared: dict[str, Any]) -> Any:
     return TranslateOnThreads(max_retries=2).run(shared)
 
 
-def side_by_side(make_telemetry: Any, scenario: Any) -> tuple[Any, Any]:
+def side_by_side(make_telemetry: Any, scenario: Any, **settings: Any) -> tuple[Any, Any]:
     bare_shared: dict[str, Any] = {}
     bare = scenario(bare_shared)
-    telemetry = make_telemetry()
+    telemetry = make_telemetry(**settings)
     traced_shared: dict[str, Any] = {}
     traced = scenario(traced_shared)
     assert (traced, traced_shared) == (bare, bare_shared)
@@ -96,7 +96,7 @@ def retry_event(attempt: int, error_type: str, message: str) -> dict[str, Any]:
 
 
 def test_an_async_retry_loop_that_sets_cur_retry_runs_as_the_engine_wrote_it(make_telemetry):
-    telemetry, shared = side_by_side(make_telemetry, ask_model)
+    telemetry, shared = side_by_side(make_telemetry, ask_model, phase_durations=True)
 
     assert shared == {"retries_seen": [0, 1, 2], "answer": "answer"}
     node = telemetry.span("AskModel")
@@ -127,7 +127,11 @@ def test_a_batch_node_on_a_thread_pool_keeps_item_spans_and_per_item_retries(mak
     assert sorted(item.attributes["reasonflow.node.attempts"] for item in items) == [1, 1, 2]
 
 
-def test_an_exec_override_handing_on_to_the_engine_is_one_exec_phase_and_one_attempt(telemetry):
+def test_an_exec_override_handing_on_to_the_engine_is_one_exec_phase_and_one_attempt(
+    make_telemetry,
+):
+    telemetry = make_telemetry(phase_durations=True)
+
     class Logged(pocketflow.Node):
         def _exec(self, prep_res: Any) -> Any:
             self.params["log"].append("before")

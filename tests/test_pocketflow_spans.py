@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pocketflow
+import pytest
 from opentelemetry.trace import SpanKind, StatusCode
 from support.spans import outline, phase_durations, stable_attributes
 
@@ -80,7 +82,8 @@ def node_attributes(name: str, kind: str = "node", **extra: Any) -> dict[str, An
     return attributes
 
 
-def test_flow_runs_as_one_internal_invoke_workflow_span(telemetry):
+def test_flow_runs_as_one_internal_invoke_workflow_span(make_telemetry):
+    telemetry = make_telemetry(phase_durations=True)  # nodes only, never flows
     shared: dict[str, Any] = {}
     assert editorial_flow().run(shared) == "done"
 
@@ -113,7 +116,8 @@ def test_each_node_run_is_a_child_span_in_routing_order(telemetry):
     assert all(span.kind is SpanKind.INTERNAL for span in telemetry.spans())
 
 
-def test_node_span_records_routing_retries_and_phase_durations(telemetry):
+def test_node_span_records_routing_retries_and_phase_durations(make_telemetry):
+    telemetry = make_telemetry(phase_durations=True)
     editorial_flow().run({})
 
     flow = telemetry.span("invoke_workflow Editorial")
@@ -392,6 +396,78 @@ def test_phase_spans_are_children_of_the_node_span_when_enabled(make_telemetry):
     assert prep.attributes == {**ENGINE, "reasonflow.node.name": "Draft"}
     assert draft.start_time <= prep.start_time <= prep.end_time <= exec_.start_time
     assert exec_.end_time <= post.start_time <= post.end_time <= draft.end_time
+
+
+# --- Phase durations (opt-in) --------------------------------------------------------
+
+
+PAUSES = {"prep": 0.002, "exec": 0.010, "post": 0.005}
+
+
+class Timed(pocketflow.Node):
+    """Each phase pauses for its own time and notes how long its body took."""
+
+    def pause(self, shared: dict[str, Any], phase: str) -> None:
+        started = time.perf_counter()
+        time.sleep(PAUSES[phase])
+        shared[phase] = time.perf_counter() - started
+
+    def prep(self, shared: dict[str, Any]) -> dict[str, Any]:
+        self.pause(shared, "prep")
+        return shared
+
+    def exec(self, shared: dict[str, Any]) -> None:
+        self.pause(shared, "exec")
+
+    def post(self, shared: dict[str, Any], prep_res: Any, exec_res: None) -> None:
+        self.pause(shared, "post")
+
+
+def run_timed() -> dict[str, float]:
+    """Each phase body's time, and the whole flow run's as seen from outside (``run``)."""
+    shared: dict[str, float] = {}
+    started = time.perf_counter()
+    pocketflow.Flow(start=Timed()).run(shared)
+    shared["run"] = time.perf_counter() - started
+    return shared
+
+
+def test_phase_durations_are_off_by_default(telemetry):
+    run_timed()
+
+    timed = telemetry.span("Timed")
+    assert phase_durations(timed) == {}
+    assert stable_attributes(timed) == node_attributes(
+        "Timed",
+        id="0",
+        max_retries=1,
+        action="default",
+        successor="__end__",
+        attempts=1,
+        fallback=False,
+    )
+
+
+def test_phase_spans_alone_add_no_phase_durations(make_telemetry):
+    telemetry = make_telemetry(phase_spans=True)
+    run_timed()
+
+    timed = telemetry.span("Timed")
+    assert [span.name for span in telemetry.children(timed)] == ["prep", "exec", "post"]
+    assert phase_durations(timed) == {}
+
+
+@pytest.mark.parametrize("phase_spans", [False, True])
+def test_phase_durations_cover_each_phase_in_order_when_enabled(make_telemetry, phase_spans):
+    telemetry = make_telemetry(phase_durations=True, phase_spans=phase_spans)
+    measured = run_timed()
+
+    durations = phase_durations(telemetry.span("Timed"))
+    assert list(durations) == ["prep", "exec", "post"]
+    # Each phase runs from the previous boundary to the next: it holds its whole body,
+    # and the three together are the node run, inside the flow run seen from outside.
+    assert [phase for phase in durations if durations[phase] < measured[phase]] == []
+    assert sum(durations.values()) <= measured["run"]
 
 
 # --- Threads started inside a node -----------------------------------------------------

@@ -19,6 +19,7 @@ def test_defaults_without_environment() -> None:
     settings = load_settings(environ={})
     assert settings == Settings()
     assert settings.phase_spans is False
+    assert settings.phase_durations is False
     assert settings.resource_probe == "rusage"
     assert settings.duration_buckets == DEFAULT_DURATION_BUCKETS
     assert settings.duration_buckets[0] == 0.001
@@ -31,6 +32,7 @@ def test_environment_values_are_parsed() -> None:
     settings = load_settings(
         environ={
             "REASONFLOW_OTEL_PHASE_SPANS": "yes",
+            "REASONFLOW_OTEL_PHASE_DURATIONS": "on",
             "REASONFLOW_OTEL_GRAPH_MAX_LENGTH": "512",
             "REASONFLOW_OTEL_DURATION_BUCKETS": "0.5, 1, 30",
             "REASONFLOW_OTEL_DROP_METRICS": "reasonflow.node.cpu_time,reasonflow.node.active",
@@ -41,6 +43,7 @@ def test_environment_values_are_parsed() -> None:
         }
     )
     assert settings.phase_spans is True
+    assert settings.phase_durations is True
     assert settings.graph_max_length == 512
     assert settings.duration_buckets == (0.5, 1.0, 30.0)
     assert settings.drop_metrics == ("reasonflow.node.cpu_time", "reasonflow.node.active")
@@ -52,10 +55,16 @@ def test_environment_values_are_parsed() -> None:
 
 def test_keyword_options_win_over_environment() -> None:
     settings = load_settings(
-        {"phase_spans": True, "sampling_ratios": {"A": 0.5}, "capture": ["post"]},
+        {
+            "phase_spans": True,
+            "phase_durations": True,
+            "sampling_ratios": {"A": 0.5},
+            "capture": ["post"],
+        },
         environ={"REASONFLOW_OTEL_PHASE_SPANS": "false"},
     )
     assert settings.phase_spans is True
+    assert settings.phase_durations is True
     assert dict(settings.sampling_ratios) == {"A": 0.5}
     assert settings.capture == ("post",)
 

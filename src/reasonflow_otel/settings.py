@@ -227,6 +227,9 @@ class Settings:
 
     # Spans
     phase_spans: bool = _setting(False, parse_bool, "Child spans for prep, exec and post.")
+    phase_durations: bool = _setting(
+        False, parse_bool, "Per-phase durations (prep, exec, post) as node span attributes."
+    )
     graph_max_length: int = _setting(
         4096, parse_positive_int, "Longest flow-graph attribute, in characters."
     )

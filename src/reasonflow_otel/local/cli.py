@@ -6,6 +6,7 @@
     reasonflow-otel export --endpoint URL  send the recorded spans to an OTLP endpoint
     reasonflow-otel doctor                 the effective configuration, and what to fix
     reasonflow-otel state 4bf92f35 --step 2  the application state after step 2, as JSON
+    reasonflow-otel ui                     a local web viewer with workflow analytics
 
 Exit status: 0 on success, 1 when the command could not do its job (missing file, unknown
 trace, endpoint down, problems found by ``doctor``), 2 for a usage error.
@@ -18,6 +19,7 @@ import contextlib
 import json
 import os
 import sys
+import webbrowser
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from string import hexdigits
@@ -160,6 +162,29 @@ def state_command(arguments: argparse.Namespace) -> None:
     print(f"next action: {saved.next_action or '(none: the run had ended)'}", file=sys.stderr)
 
 
+def ui_command(arguments: argparse.Namespace) -> None:
+    from reasonflow_otel.local.viewer.server import ViewerServer, is_loopback
+
+    path = _trace_file(arguments)
+    if not is_loopback(arguments.host):
+        warn_on_stderr(
+            f"serving on {arguments.host}: anyone who can reach it can read these traces, "
+            "which may hold sensitive data (parameters, captured payloads, log messages)"
+        )
+    try:
+        server = ViewerServer(path, arguments.host, arguments.port)
+    except OSError as error:
+        raise CliError(
+            f"cannot serve on {arguments.host}:{arguments.port}: {error.strerror} "
+            "(pass --port 0 for any free port)"
+        ) from None
+    print(f"Serving {path.absolute()} at {server.url} (Ctrl-C to stop)", flush=True)
+    if not arguments.no_browser:
+        webbrowser.open(server.url)
+    with server, contextlib.suppress(KeyboardInterrupt):
+        server.serve_forever()
+
+
 # --- Helpers ------------------------------------------------------------------------------------
 
 
@@ -267,6 +292,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--step", type=_count, metavar="N", help="the step's sequence id (default: the last step)"
     )
 
+    ui = _command(
+        commands,
+        "ui",
+        ui_command,
+        "Serve a local web viewer of the traces, with workflow analytics and a JSON API.",
+    )
+    ui.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="the interface to listen on (default 127.0.0.1: this machine only)",
+    )
+    ui.add_argument("--port", type=_port, default=7241, help="default 7241; 0 picks a free port")
+    ui.add_argument("--no-browser", action="store_true", help="do not open a web browser")
+
     _command(
         commands,
         "doctor",
@@ -304,4 +343,11 @@ def _count(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError("expected 0 or more")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _count(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError("expected a port number, 0 to 65535")
     return value

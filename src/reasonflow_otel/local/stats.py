@@ -71,6 +71,7 @@ class RunStats:
     durations: DurationSketch = field(default_factory=DurationSketch)
     errors: int = 0
     cpu_seconds: float | None = None  # None until a span reports CPU time
+    memory_growth: int | None = None  # bytes; None until a span reports memory growth
 
     def add(self, span: SpanRecord) -> None:
         self.durations.add(span.duration)
@@ -78,6 +79,9 @@ class RunStats:
         cpu = span.attributes.get(semconv.NODE_CPU_TIME)
         if cpu is not None:
             self.cpu_seconds = (self.cpu_seconds or 0.0) + float(cpu)
+        growth = span.attributes.get(semconv.NODE_MEMORY_GROWTH)
+        if growth is not None:
+            self.memory_growth = (self.memory_growth or 0) + int(growth)
 
     def report(self) -> dict[str, Any]:
         runs = self.durations.count
@@ -90,6 +94,7 @@ class RunStats:
             "max_s": self.durations.max,
             "total_s": self.durations.total,
             "cpu_s": self.cpu_seconds,
+            "memory_growth_bytes": self.memory_growth,
         }
 
 

@@ -143,6 +143,11 @@ class SpanRecord:
         return str(self.attributes.get(semconv.GEN_AI_WORKFLOW_NAME, self.name))
 
     @property
+    def retries(self) -> int:
+        """Failed attempts that were retried (one retry event each)."""
+        return sum(1 for event in self.events if event.name == semconv.EVENT_RETRY)
+
+    @property
     def is_node(self) -> bool:
         """A node run: not a flow, batch item, phase or foreign span."""
         return semconv.NODE_KIND in self.attributes and self.flow_name is None

@@ -250,6 +250,8 @@ class Recorder:
         self._capture = Capture(settings)
         self.captured_phases = self._capture.phases  # adapters skip capture work when empty
         self.settings = settings  # adapters read engine-specific settings here
+        # Phase boundaries are timed only when something shows them.
+        self._times_phases = settings.phase_durations or settings.phase_spans
         self._create_instruments(meter)
 
     def _create_instruments(self, meter: Meter) -> None:
@@ -450,11 +452,12 @@ class Recorder:
     # --- Events during a run ----------------------------------------------------
 
     def exec_started(self, run: Run) -> None:
-        if run.exec_started is None:
+        if self._times_phases and run.exec_started is None:
             run.exec_started = time.perf_counter()
 
     def exec_ended(self, run: Run) -> None:
-        run.exec_ended = time.perf_counter()
+        if self._times_phases:
+            run.exec_ended = time.perf_counter()
 
     def attempt_failed(self, run: Run, attempt: int, error: BaseException) -> None:
         """An attempt raised and will be retried: an event, not an error status."""
@@ -658,9 +661,15 @@ class Recorder:
             attributes[semconv.BATCH_SIZE] = run.batch_size
         if run.in_flight is not None and self._probe.measures:
             self._probe.annotate(run, attributes)
+        if self._times_phases:
+            self._phase_telemetry(run, ended, attributes)
+
+    def _phase_telemetry(self, run: Run, ended: float, attributes: dict[str, Any]) -> None:
+        """Phase durations and phase spans, each opt-in on its own (both off by default)."""
         phases = _phases_reached(run, ended)
-        for phase, (start, end) in phases.items():
-            attributes[_PHASE_DURATIONS[phase]] = end - start
+        if self._settings.phase_durations:
+            for phase, (start, end) in phases.items():
+                attributes[_PHASE_DURATIONS[phase]] = end - start
         if phases and self._settings.phase_spans:
             self._phase_spans(run, phases)
 

@@ -1,0 +1,1 @@
+"""``reasonflow-otel ui``: a local web viewer and JSON API over the local trace store."""

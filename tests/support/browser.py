@@ -1,0 +1,47 @@
+"""A real headless Chromium for tests, driven with Selenium through Debian's chromedriver.
+
+Missing binaries fail the test in CI (``CI`` set: .ci/run installs them) and skip it
+elsewhere with the install command. The browser gets a fresh profile and no background
+networking, so it never reaches beyond the loopback server under test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from support.prometheus import find_binary
+
+INSTALL_HINT = "apt-get install -y chromium chromium-driver"
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1400,1000",
+)
+
+
+@contextlib.contextmanager
+def headless_chromium(profile: Path) -> Iterator[object]:
+    """A Selenium Chrome driver on Debian's chromium, with its own profile directory."""
+    chromium = find_binary("chromium", INSTALL_HINT)
+    chromedriver = find_binary("chromedriver", INSTALL_HINT)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=chromedriver), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
