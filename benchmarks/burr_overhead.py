@@ -18,7 +18,13 @@ load on a shared machine hits them alike, in microseconds per step:
   default metric and the default resource probe on;
 - ``sampled_spans_only``: the same with reasonflow's metrics dropped by a View
   and no resource probe: the like-for-like comparison with the bridge;
-- ``unsampled``: the sampler always off (metrics still recorded).
+- ``unsampled``: the sampler always off (metrics still recorded);
+- ``recorder_sampled``, ``recorder_unsampled``: our recorder called from Burr's
+  own step hooks (``with_hooks``, as the bridge is) exactly as the adapter calls
+  it, with no adapter: ``adapter_*``, the mode minus its recorder figure, is the
+  Burr adapter's share;
+- ``successor``: Burr's graph choosing the next action once (the transition
+  conditions evaluated once), which a sampled step adds to record it.
 
 Both tracers write to the same kind of provider. Compare ratios from one run, not
 figures across runs or machines.
@@ -35,6 +41,12 @@ from dataclasses import dataclass
 
 from burr.core import Application, ApplicationBuilder, State, action, default, expr
 from burr.integrations.opentelemetry import OpenTelemetryBridge
+from burr.lifecycle import (
+    PostApplicationExecuteCallHook,
+    PostRunStepHook,
+    PreApplicationExecuteCallHook,
+    PreRunStepHook,
+)
 from opentelemetry import context, trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -42,7 +54,9 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Sampler
 
-from reasonflow_otel.instrumentation.burr import BurrInstrumentor
+from reasonflow_otel import semconv
+from reasonflow_otel.instrumentation.burr import ENGINE, BurrInstrumentor
+from reasonflow_otel.recorder import FlowGraph, GraphNode, NodeInfo, Recorder, Run
 from reasonflow_otel.sdk.views import build_views
 from reasonflow_otel.settings import Settings
 
@@ -132,7 +146,75 @@ def sdk_hist(runs: int) -> float:
     return (time.perf_counter() - started) / (runs * STEPS)
 
 
+def successor(runs: int) -> float:
+    """Burr's graph choosing the action after ``tick``: a sampled step's extra choice."""
+    app = application()
+    graph, state, entrypoint = app.graph, app.state, app.entrypoint
+    started = time.perf_counter()
+    for _ in range(runs * STEPS):
+        graph.get_next_node("tick", state, entrypoint)
+    return (time.perf_counter() - started) / (runs * STEPS)
+
+
 SPANS_ONLY = Settings(drop_metrics=("reasonflow.*",), resource_probe="none")
+APPLICATION_INFO = NodeInfo(ENGINE, "tick", "Application", "application", is_flow=True)
+TICK_INFO = NodeInfo(ENGINE, "tick", "FunctionBasedAction", "action", is_flow=False)
+TICK_FIELDS = ("n",)  # what tick reads and writes
+TICK_GRAPH = FlowGraph(
+    tuple(GraphNode(name, name, "FunctionBasedAction") for name in ("tick", "stop")),
+    (("tick", "tick", f"n < {STEPS - 1}"), ("tick", "stop", "default")),
+)
+
+
+class RecorderHook(
+    PreApplicationExecuteCallHook, PostApplicationExecuteCallHook, PreRunStepHook, PostRunStepHook
+):
+    """Our recorder called from Burr's hooks as the adapter calls it, with no adapter (the
+    next action is given, not chosen: see ``successor``)."""
+
+    def __init__(self, sampler: Sampler, settings: Settings) -> None:
+        meter_provider = MeterProvider(
+            metric_readers=[InMemoryMetricReader()], views=build_views(settings)
+        )
+        self._recorder = Recorder(
+            tracer_provider(sampler).get_tracer("benchmark"),
+            meter_provider.get_meter("benchmark"),
+            settings,
+        )
+        self._runs: list[Run | None] = []
+
+    def pre_run_execute_call(self, *, app_id: str, partition_key: str, **_: object) -> None:
+        identity = self._recorder.identity_attributes(app_id, partition_key)
+        run = self._recorder.start(
+            APPLICATION_INFO, app_id, start_attributes=identity, graph=lambda: TICK_GRAPH
+        )
+        self._runs.append(run)
+
+    def post_run_execute_call(self, *, exception: Exception | None, **_: object) -> None:
+        self._end(exception, None)
+
+    def pre_run_step(self, *, sequence_id: int, action: object, **_: object) -> None:
+        attributes = {
+            semconv.NODE_SEQUENCE_ID: sequence_id,
+            semconv.NODE_READS: TICK_FIELDS,
+            semconv.NODE_WRITES: TICK_FIELDS,
+        }
+        self._runs.append(
+            self._recorder.start(TICK_INFO, action, node_key="tick", start_attributes=attributes)
+        )
+
+    def post_run_step(self, *, exception: Exception | None, **_: object) -> None:
+        run = self._runs[-1]
+        if exception is None and run is not None and run.span.is_recording():
+            self._recorder.state_changed(run, TICK_FIELDS)
+            self._end(None, "tick")
+        else:
+            self._end(exception, None)
+
+    def _end(self, error: Exception | None, successor: str | None) -> None:
+        run = self._runs.pop()
+        if run is not None:
+            self._recorder.finish(run, error=error, successor=successor)
 
 
 class Instrumented:
@@ -166,6 +248,8 @@ def measure(budget: Budget) -> dict[str, float]:
     sampled = Instrumented(ALWAYS_ON, Settings())
     spans_only = Instrumented(ALWAYS_ON, SPANS_ONLY)
     unsampled = Instrumented(ALWAYS_OFF, Settings())
+    recorder_sampled = RecorderHook(ALWAYS_ON, Settings())
+    recorder_unsampled = RecorderHook(ALWAYS_OFF, Settings())
     modes: dict[str, Callable[[], float]] = {
         "bare": lambda: per_step(budget.runs, application),
         "sdk_span": lambda: sdk_span(budget.runs, floor_provider),
@@ -174,6 +258,11 @@ def measure(budget: Budget) -> dict[str, float]:
         "sampled": lambda: sampled.per_step(budget.runs),
         "sampled_spans_only": lambda: spans_only.per_step(budget.runs),
         "unsampled": lambda: unsampled.per_step(budget.runs),
+        "recorder_sampled": lambda: per_step(budget.runs, lambda: application([recorder_sampled])),
+        "recorder_unsampled": lambda: per_step(
+            budget.runs, lambda: application([recorder_unsampled])
+        ),
+        "successor": lambda: successor(budget.runs),
     }
     for _ in range(budget.rounds):
         for name, mode in modes.items():
@@ -181,15 +270,26 @@ def measure(budget: Budget) -> dict[str, float]:
             timings.setdefault(name, []).append(mode())
     medians = {name: statistics.median(values) * MICROSECONDS for name, values in timings.items()}
     bare = medians["bare"]
-    return {
+    figures = {
         "bare": bare,
         "sdk_span": medians["sdk_span"],
         "sdk_hist": medians["sdk_hist"],
+        "successor": medians["successor"],
         **{name: medians[name] - bare for name in OVER_BARE},
     }
+    for mode in ("sampled", "unsampled"):
+        figures[f"adapter_{mode}"] = figures[mode] - figures[f"recorder_{mode}"]
+    return figures
 
 
-OVER_BARE = ("burr_bridge", "sampled", "sampled_spans_only", "unsampled")
+OVER_BARE = (
+    "burr_bridge",
+    "sampled",
+    "sampled_spans_only",
+    "unsampled",
+    "recorder_sampled",
+    "recorder_unsampled",
+)
 
 
 def report(figures: dict[str, float]) -> None:

@@ -32,8 +32,9 @@ brought along by the base instrumentor carries it into Burr's thread pool.
 from __future__ import annotations
 
 import importlib
+import weakref
 from collections.abc import Collection
-from typing import Any
+from typing import Any, NamedTuple
 
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled, unwrap
 from wrapt import wrap_function_wrapper
@@ -121,6 +122,10 @@ class _BurrAdapter:
         self._captures_state = "state" in recorder.captured_phases
         self._application_name = recorder.settings.burr_application_name
         self._infos: dict[tuple[str, str, str], NodeInfo] = {}
+        # What each action is, described once per action object (apps copy their actions).
+        self._actions: weakref.WeakKeyDictionary[Any, _ActionDescription] = (
+            weakref.WeakKeyDictionary()
+        )
         # Running steps by (app id, sequence id): where spawned sub-applications belong.
         self._steps: dict[tuple[str, int | None], Run] = {}
         # Apps inside ``_step``/``_astep`` whose action's run opens at ``_process_inputs``.
@@ -129,6 +134,8 @@ class _BurrAdapter:
     # --- Application runs: the outermost public call on an app ------------------------
 
     def call(self, wrapped: Any, app: Any, args: tuple, kwargs: dict) -> Any:
+        if _is_run_of(current_run(), app):  # an inner call (``iterate`` calling ``step``)
+            return wrapped(*args, **kwargs)
         spawner = self._spawner(app)
         if spawner is not None:
             with current(spawner):
@@ -280,9 +287,9 @@ class _BurrAdapter:
     def inputs(self, wrapped: Any, app: Any, args: tuple, kwargs: dict) -> Any:
         """``_process_inputs(inputs, action)``: the first sight of the action a step runs."""
         pending = self._pending.get(app)
-        if pending is not None and pending.run is None:
+        if pending is not None and pending.step is None:
             action = args[1] if len(args) > 1 else kwargs.get("action")
-            pending.run = self._open_step(app, action, attach=True)
+            pending.step = self._open_step(app, action, attach=True)
         return wrapped(*args, **kwargs)
 
     def _begin_step(self, app: Any) -> _PendingStep | None:
@@ -301,41 +308,48 @@ class _BurrAdapter:
         self, pending: _PendingStep, app: Any, outcome: Any, error: BaseException | None
     ) -> None:
         self._pending.pop(app, None)
-        run = pending.run
-        if run is not None:
+        step = pending.step
+        if step is not None:
             state = outcome[2] if isinstance(outcome, tuple) and len(outcome) == 3 else None
-            self._step_done(run, app, run.info.name, state, error)
+            self._step_done(step, app, state, error)
 
-    def _open_step(self, app: Any, action: Any, *, attach: bool) -> Run | None:
+    def _open_step(self, app: Any, action: Any, *, attach: bool) -> _ActionStep | None:
         try:
+            action_description = self._describe_action(action)
+            sequence_id = app.sequence_id
             attributes = {
-                semconv.NODE_SEQUENCE_ID: app.sequence_id,
-                semconv.NODE_READS: tuple(action.reads),
-                semconv.NODE_WRITES: tuple(action.writes),
+                semconv.NODE_SEQUENCE_ID: sequence_id,
+                semconv.NODE_READS: action_description.reads,
+                semconv.NODE_WRITES: action_description.writes,
             }
-            info = self._step_info(action)
         except Exception as error:
             report_internal_error("describing a Burr action", error)
             return None
         run = self._recorder.start(
-            info, app, node_key=action.name, start_attributes=attributes, attach=attach
+            action_description.info,
+            app,
+            node_key=action_description.info.name,
+            start_attributes=attributes,
+            attach=attach,
         )
-        if run is not None:
-            self._steps[(app.uid, app.sequence_id)] = run
-        return run
+        if run is None:
+            return None
+        step = _ActionStep(run, action_description, (app.uid, sequence_id))
+        self._steps[step.key] = run
+        return step
 
     def _step_done(
-        self, run: Run, app: Any, action_name: str, state: Any, error: BaseException | None
+        self, step: _ActionStep, app: Any, state: Any, error: BaseException | None
     ) -> None:
-        key = (app.uid, app.sequence_id)
-        if self._steps.get(key) is run:
-            del self._steps[key]
+        run = step.run
+        if self._steps.get(step.key) is run:
+            del self._steps[step.key]
         successor = None
         if error is None and state is not None and run.span.is_recording():
-            self._recorder.state_changed(run, _writes(app, action_name))
+            self._recorder.state_changed(run, step.action.writes)
             if self._captures_state:
                 self._recorder.capture_state(run, _user_state(state))
-            successor = _successor(app, action_name, state)
+            successor = _successor(app, run.info.name, state)
         self._recorder.finish(run, error=error, successor=successor)
 
     # --- Streamed actions ------------------------------------------------------------------
@@ -363,11 +377,10 @@ class _BurrAdapter:
         if not is_instrumentation_enabled() or action is None or not _is_app_run(parent):
             return None
         app = parent.owner  # type: ignore[union-attr]
-        run = self._open_step(app, action, attach=False)
-        if run is None:
+        step = self._open_step(app, action, attach=False)
+        if step is None:
             return None
-        name = action.name
-        return run, _StreamEnd(lambda state, error: self._step_done(run, app, name, state, error))
+        return step.run, _StreamEnd(lambda state, error: self._step_done(step, app, state, error))
 
     def container(self, wrapped: Any, container: Any, args: tuple, kwargs: dict) -> None:
         """A consumer that stops early makes Burr call the container's callback: end then."""
@@ -429,9 +442,20 @@ class _BurrAdapter:
     def _app_info(self, app: Any) -> NodeInfo:
         return self._info(_workflow_name(app, self._application_name), "Application", "application")
 
-    def _step_info(self, action: Any) -> NodeInfo:
+    def _describe_action(self, action: Any) -> _ActionDescription:
+        """Once per action object (an app's actions are fixed when it is built)."""
+        try:
+            return self._actions[action]
+        except KeyError:
+            described = self._actions[action] = self._new_description(action)
+            return described
+        except TypeError:  # an action class neither hashable nor weakly referable
+            return self._new_description(action)
+
+    def _new_description(self, action: Any) -> _ActionDescription:
         kind = "streaming_action" if action.streaming else "action"
-        return self._info(action.name, type(action).__name__, kind)
+        info = self._info(action.name, type(action).__name__, kind)
+        return _ActionDescription(info, tuple(action.reads), tuple(action.writes))
 
     def _info(self, name: str, class_name: str, kind: str) -> NodeInfo:
         key = (name, class_name, kind)
@@ -442,13 +466,29 @@ class _BurrAdapter:
         return info
 
 
+class _ActionDescription(NamedTuple):
+    """An action as its steps' spans describe it."""
+
+    info: NodeInfo
+    reads: tuple[str, ...]
+    writes: tuple[str, ...]
+
+
+class _ActionStep(NamedTuple):
+    """A running action: its run, what it is, and where spawned sub-applications find it."""
+
+    run: Run
+    action: _ActionDescription
+    key: tuple[str, int | None]  # (app id, sequence id)
+
+
 class _PendingStep:
     """A step between ``_step`` starting and its action being known."""
 
-    __slots__ = ("run",)
+    __slots__ = ("step",)
 
     def __init__(self) -> None:
-        self.run: Run | None = None
+        self.step: _ActionStep | None = None
 
 
 class _StreamEnd:
@@ -480,11 +520,15 @@ def _is_app_run(run: Run | None) -> bool:
     return run is not None and run.info.is_flow and run.info.engine == ENGINE
 
 
+def _is_run_of(run: Run | None, app: Any) -> bool:
+    return run is not None and run.owner is app and run.info.is_flow
+
+
 def _running(app: Any) -> bool:
     """Whether a call on ``app`` is already recording it (an inner call: run -> iterate)."""
     run = current_run()
     while run is not None:
-        if run.owner is app and run.info.is_flow:
+        if _is_run_of(run, app):
             return True
         run = run.parent
     return False
@@ -515,13 +559,6 @@ def _graph(app: Any) -> FlowGraph:
     nodes = tuple(GraphNode(a.name, a.name, type(a).__name__) for a in graph.actions)
     edges = tuple((t.from_.name, t.to.name, str(t.condition.name)) for t in graph.transitions)
     return FlowGraph(nodes, edges)
-
-
-def _writes(app: Any, action_name: str) -> list[str]:
-    try:
-        return list(app.graph.get_action(action_name).writes)
-    except Exception:
-        return []
 
 
 def _successor(app: Any, action_name: str, state: Any) -> str | None:
