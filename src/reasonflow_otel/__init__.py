@@ -10,8 +10,6 @@ one-line equivalent of running the program under ``opentelemetry-instrument``.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import logging
 import threading
 from typing import Any
@@ -21,6 +19,7 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 import reasonflow_otel.sdk.preflight  # noqa: F401  (first: checks OTEL_* before the SDK reads them)
 from reasonflow_otel.decorators import node, step, workflow
 from reasonflow_otel.guard import report_internal_error
+from reasonflow_otel.instrumentation import ENGINES, engine_instrumentor, engine_version
 from reasonflow_otel.local.state import load_state
 from reasonflow_otel.propagation import (
     child_environment,
@@ -52,15 +51,6 @@ __all__ = [
 ]
 
 _logger = logging.getLogger(__name__)
-
-# Engine module -> its instrumentor; an engine counts only when it is importable.
-ENGINES = {
-    "pocketflow": "reasonflow_otel.instrumentation.pocketflow:PocketFlowInstrumentor",
-    "burr": "reasonflow_otel.instrumentation.burr:BurrInstrumentor",
-    "reasonflow_methods": "reasonflow_otel.instrumentation.methods:MethodsInstrumentor",
-}
-# Instrumentors that need no engine installed (by-name tracing and the decorators).
-ENGINE_FREE = frozenset({"reasonflow_methods"})
 
 _lock = threading.Lock()
 _active: list[BaseInstrumentor] = []
@@ -97,7 +87,8 @@ def instrument(
                 if instrumentor.is_instrumented_by_opentelemetry:
                     continue  # instrumented already, e.g. by opentelemetry-instrument
                 instrumentor.instrument(settings=settings, **providers)
-                _active.append(instrumentor)
+                if instrumentor.is_instrumented_by_opentelemetry:  # not on a version conflict
+                    _active.append(instrumentor)
         except Exception as error:
             report_internal_error("instrument()", error)
 
@@ -130,13 +121,10 @@ def _installed_instrumentors() -> list[BaseInstrumentor]:
         from opentelemetry.instrumentation.logging import LoggingInstrumentor
 
         instrumentors.append(LoggingInstrumentor())  # logging records -> OTel logs
-    for engine, target in ENGINES.items():
-        if instrumentation_disabled(engine) or not _engine_installed(engine):
+    for name in ENGINES:
+        if instrumentation_disabled(name):
             continue
-        module_name, _, class_name = target.partition(":")
-        instrumentors.append(getattr(importlib.import_module(module_name), class_name)())
+        instrumentor = engine_instrumentor(name)
+        if engine_version(instrumentor) is not None:
+            instrumentors.append(instrumentor)
     return instrumentors
-
-
-def _engine_installed(engine: str) -> bool:
-    return engine in ENGINE_FREE or importlib.util.find_spec(engine) is not None

@@ -9,17 +9,17 @@ engine to instrument, and so on), apart from advice that is no failure (no servi
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, entry_points, version
+from importlib.metadata import entry_points
 from pathlib import Path
 
 from opentelemetry.environment_variables import OTEL_PROPAGATORS
 from opentelemetry.instrumentation.dependencies import get_dependency_conflicts
 from opentelemetry.instrumentation.environment_variables import OTEL_PYTHON_DISTRO
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 from opentelemetry.sdk.environment_variables import (
     OTEL_EXPORTER_OTLP_ENDPOINT,
     OTEL_EXPORTER_OTLP_LOGS_ENDPOINT,
@@ -28,9 +28,14 @@ from opentelemetry.sdk.environment_variables import (
     OTEL_SDK_DISABLED,
 )
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from packaging.requirements import Requirement
 
-from reasonflow_otel import ENGINE_FREE, ENGINES, __version__
+from reasonflow_otel import __version__
+from reasonflow_otel.instrumentation import (
+    ENGINES,
+    engine_distribution,
+    engine_instrumentor,
+    engine_version,
+)
 from reasonflow_otel.local.store import log_file_for
 from reasonflow_otel.sdk import preflight
 from reasonflow_otel.sdk.exit import connection_error
@@ -125,8 +130,9 @@ def connection_problem(url: str) -> str | None:
 
 
 def _check_engines(diagnosis: Diagnosis) -> None:
-    engines = {engine: target for engine, target in ENGINES.items() if engine not in ENGINE_FREE}
-    states = [_engine_state(diagnosis, engine, target) for engine, target in engines.items()]
+    instrumentors = {name: engine_instrumentor(name) for name in ENGINES}
+    engines = {name: i for name, i in instrumentors.items() if engine_distribution(i)}
+    states = [_engine_state(diagnosis, name, i) for name, i in engines.items()]
     diagnosis.add("engines", ", ".join(state for state, _ in states))
     if not any(usable for _, usable in states):
         diagnosis.problems.append(
@@ -135,17 +141,15 @@ def _check_engines(diagnosis: Diagnosis) -> None:
         )
 
 
-def _engine_state(diagnosis: Diagnosis, engine: str, target: str) -> tuple[str, bool]:
+def _engine_state(
+    diagnosis: Diagnosis, engine: str, instrumentor: BaseInstrumentor
+) -> tuple[str, bool]:
     """``pocketflow 0.0.3 (will be instrumented)`` and whether it will be."""
-    module_name, _, class_name = target.partition(":")
-    instrumentor = getattr(importlib.import_module(module_name), class_name)()
-    dependencies = instrumentor.instrumentation_dependencies()
-    distribution = Requirement(next(iter(dependencies))).name  # burr: apache-burr
-    try:
-        installed = f"{engine} {version(distribution)}"
-    except PackageNotFoundError:
+    installed_version = engine_version(instrumentor)
+    if installed_version is None:
         return f"{engine} (not installed)", False
-    conflict = get_dependency_conflicts(dependencies)
+    installed = f"{engine} {installed_version}"
+    conflict = get_dependency_conflicts(instrumentor.instrumentation_dependencies())
     if conflict is not None:
         diagnosis.problems.append(str(conflict))
         return f"{installed} (unsupported version)", False

@@ -47,6 +47,7 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 
+from reasonflow_otel.instrumentation import ENGINES
 from reasonflow_otel.local.console import ConsoleLogProcessor, ConsoleTreeProcessor
 from reasonflow_otel.local.store import FileOnFirstExport, log_file_for
 from reasonflow_otel.propagation import continue_trace_from_environment
@@ -287,8 +288,6 @@ def _local_file(signal: Signal, settings: Settings, exporter_class: type) -> Fil
 def _every_engine_disabled() -> bool:
     """``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` names every engine (or ``*``): no workflow
     will be traced, so there is nothing to announce."""
-    from reasonflow_otel import ENGINES  # the package imports this module first
-
     return all(instrumentation_disabled(engine) for engine in ENGINES)
 
 
