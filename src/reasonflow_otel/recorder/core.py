@@ -16,6 +16,7 @@ import functools
 import hashlib
 import json
 import os
+import threading
 import time
 from asyncio import CancelledError
 from collections.abc import Callable, Collection, Hashable, Mapping
@@ -39,6 +40,8 @@ from reasonflow_otel.sdk.workers import top_level_run_ended
 from reasonflow_otel.settings import Settings
 
 _RUN_KEY = context.create_key("reasonflow-otel-run")
+# Items of one batch may start on several threads at once (a pool mapping ``_exec``).
+_item_index_lock = threading.Lock()
 # fork()s since this module was imported: a run begun in an ancestor process is
 # not this process's to end (its parent ends and exports that span).
 _forks = 0
@@ -342,8 +345,9 @@ class Recorder:
         """Open a child span for one batch item or one parameter set of a batch flow."""
         run: Run | None = None
         try:
-            index = parent.next_item_index
-            parent.next_item_index += 1
+            with _item_index_lock:
+                index = parent.next_item_index
+                parent.next_item_index = index + 1
             run = Run(parent.info, parent, parent.flow_name, is_item=True)
             run.owner, run.node_ids = parent.owner, parent.node_ids
             attributes = {
