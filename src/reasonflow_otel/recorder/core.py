@@ -639,7 +639,7 @@ class Recorder:
             report_internal_error("finishing a run", internal)
         finally:
             self._close(run)
-        if run.parent is None and not run.is_item:
+        if _is_top_level_here(run):
             top_level_run_ended()  # a pool worker delivers before the pool can end it
 
     def _close(self, run: Run, *, end_span: bool = True) -> None:
@@ -720,6 +720,12 @@ class Recorder:
         if error_type is None:
             return group.series(place, attributes)
         return group.series((place, error_type), _with_error(attributes, error_type))
+
+
+def _is_top_level_here(run: Run) -> bool:
+    """The outermost run of this process: no parent, or one begun in the process this one
+    was forked from (a pool made inside a node runs its tasks under that node)."""
+    return not run.is_item and (run.parent is None or run.parent.forks != run.forks)
 
 
 def _phases_reached(run: Run, ended: float) -> dict[str, tuple[float, float]]:
