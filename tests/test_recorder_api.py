@@ -1,4 +1,4 @@
-"""The recorder's public API is what docs/adapters.md lists, and the layers import downwards only."""
+"""The recorder's public API is what docs/adapters.md lists; the layers import downwards only."""
 
 from __future__ import annotations
 

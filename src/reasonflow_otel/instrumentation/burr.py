@@ -53,6 +53,7 @@ from reasonflow_otel import semconv
 from reasonflow_otel.guard import report_internal_error, safe_str
 from reasonflow_otel.instrumentation.base import EngineInstrumentor
 from reasonflow_otel.recorder import (
+    BoundedCache,
     FlowGraph,
     GraphNode,
     NodeInfo,
@@ -133,7 +134,7 @@ class _BurrAdapter:
         self._names_changed_keys = recorder.settings.state_key_names
         self._partition_key_mode = recorder.settings.partition_key
         self._application_name = recorder.settings.burr_application_name
-        self._infos: dict[tuple[str, str, str], NodeInfo] = {}
+        self._infos: BoundedCache[tuple[str, str, str], NodeInfo] = BoundedCache()
         # What each action is, described once per action object (apps copy their actions).
         self._actions: weakref.WeakKeyDictionary[Any, _ActionDescription] = (
             weakref.WeakKeyDictionary()

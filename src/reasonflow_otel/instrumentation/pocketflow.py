@@ -38,7 +38,15 @@ from opentelemetry.instrumentation.utils import is_instrumentation_enabled, unwr
 from reasonflow_otel import semconv
 from reasonflow_otel.guard import report_internal_error, safe_str
 from reasonflow_otel.instrumentation.base import EngineInstrumentor
-from reasonflow_otel.recorder import FlowGraph, GraphNode, NodeInfo, Run, current_run, wrap
+from reasonflow_otel.recorder import (
+    BoundedCache,
+    FlowGraph,
+    GraphNode,
+    NodeInfo,
+    Run,
+    current_run,
+    wrap,
+)
 
 if TYPE_CHECKING:  # annotations only
     from reasonflow_otel.recorder import Recorder
@@ -126,7 +134,7 @@ class _PocketFlowAdapter:
         self._in_a_run = self._states.__len__
         self._prepared: set[type] = set()
         self._prepare_lock = threading.Lock()
-        self._infos: dict[tuple[type, str], NodeInfo] = {}
+        self._infos: BoundedCache[tuple[type, str], NodeInfo] = BoundedCache()
         self._class_names: dict[type, str] = {}
         self._kinds = _kinds_of(pocketflow)
         self._engine_flows = frozenset(cls for cls, kind in self._kinds if kind.endswith("flow"))

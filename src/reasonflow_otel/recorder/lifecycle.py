@@ -23,12 +23,13 @@ from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from opentelemetry import context, trace
-from opentelemetry.metrics import Counter, Histogram, Meter
+from opentelemetry.metrics import Histogram, Meter
 from opentelemetry.trace import Link, SpanKind, Tracer
 
 from reasonflow_otel import semconv
 from reasonflow_otel.guard import report_internal_error
 from reasonflow_otel.propagation import baggage_attributes, baggage_selection, inherited_context
+from reasonflow_otel.recorder.bounded import CappedCounter
 from reasonflow_otel.recorder.capture import Capture
 from reasonflow_otel.recorder.errors import ErrorMapping, error_attributes
 from reasonflow_otel.recorder.histograms import HistogramSeries, RecordingGroup
@@ -49,7 +50,9 @@ _STORE_KINDS = frozenset({"shared", "state"})
 class FastPaths(Protocol):
     """What an SDK-specific module makes faster than the API's plain calls."""
 
-    def histogram_group(self, meter: Meter, instruments: Sequence[Histogram]) -> RecordingGroup:
+    def histogram_group(
+        self, meter: Meter, instruments: Sequence[Histogram], cardinality_limit: int
+    ) -> RecordingGroup:
         """Histograms recorded together, with one attribute set per point."""
 
     def drops_unsampled_children(self, tracer: Tracer) -> bool:
@@ -60,8 +63,12 @@ class ApiOnly:
     """No fast path: every point through ``record``, every span asked of the sampler."""
 
     @staticmethod
-    def histogram_group(meter: Meter, instruments: Sequence[Histogram]) -> RecordingGroup:
-        return RecordingGroup(instruments)
+    def histogram_group(
+        meter: Meter, instruments: Sequence[Histogram], cardinality_limit: int
+    ) -> RecordingGroup:
+        group = RecordingGroup(instruments)
+        group.limit_series(cardinality_limit)
+        return group
 
     @staticmethod
     def drops_unsampled_children(tracer: Tracer) -> bool:
@@ -101,19 +108,26 @@ class Recorder:
         node_duration = meter.create_histogram(
             semconv.METRIC_NODE_DURATION, unit="s", description="Duration of node runs."
         )
-        self._counters: dict[str, Counter] = {
-            semconv.METRIC_NODE_RETRIES: meter.create_counter(
-                semconv.METRIC_NODE_RETRIES,
-                unit="{attempt}",
-                description="Node attempts that failed and were retried, by the error raised.",
-            ),
-            semconv.METRIC_NODE_FALLBACKS: meter.create_counter(
-                semconv.METRIC_NODE_FALLBACKS,
-                unit="{fallback}",
-                description="Node runs whose result came from the fallback, by the error raised.",
+        limit = self.settings.metric_cardinality_limit
+        retries = meter.create_counter(
+            semconv.METRIC_NODE_RETRIES,
+            unit="{attempt}",
+            description="Node attempts that failed and were retried, by the error raised.",
+        )
+        fallbacks = meter.create_counter(
+            semconv.METRIC_NODE_FALLBACKS,
+            unit="{fallback}",
+            description="Node runs whose result came from the fallback, by the error raised.",
+        )
+        # Counters an event may count in (``Run.add_event(..., metric=...)``).
+        self._counters = {
+            semconv.METRIC_NODE_RETRIES: CappedCounter(retries, semconv.METRIC_NODE_RETRIES, limit),
+            semconv.METRIC_NODE_FALLBACKS: CappedCounter(
+                fallbacks, semconv.METRIC_NODE_FALLBACKS, limit
             ),
         }
         self._in_flight = in_flight_gauge(meter)
+        self._in_flight.limit_series(limit)
         cpu_time = meter.create_histogram(
             semconv.METRIC_NODE_CPU_TIME,
             unit="s",
@@ -128,8 +142,8 @@ class Recorder:
         node_histograms = [node_duration]
         if self._probe.measures:
             node_histograms += [cpu_time, memory_growth]
-        self._node_points = fast_paths.histogram_group(meter, node_histograms)
-        self._flow_points = fast_paths.histogram_group(meter, [flow_duration])
+        self._node_points = fast_paths.histogram_group(meter, node_histograms, limit)
+        self._flow_points = fast_paths.histogram_group(meter, [flow_duration], limit)
 
     # --- What an adapter declares and asks ---------------------------------------------
 
@@ -432,7 +446,7 @@ class Recorder:
             if held:
                 run.end_time = time.time_ns()
             self._close(run, end_span=not held)
-        if run.parent is None and not run.is_item and self._top_level_run_ended is not None:
+        if self._top_level_run_ended is not None and _is_top_level_here(run):
             self._top_level_run_ended()  # a pool worker delivers before the pool can end it
 
     def _resolve_successor(self, run: Run, successor: str | list[str] | None) -> None:
@@ -526,6 +540,12 @@ class Recorder:
         if error_type is None:
             return group.series(place, attributes)
         return group.series((place, error_type), _with_error(attributes, error_type))
+
+
+def _is_top_level_here(run: Run) -> bool:
+    """The outermost run of this process: no parent, or one begun in the process this one
+    was forked from (a pool made inside a node runs its tasks under that node)."""
+    return not run.is_item and (run.parent is None or run.parent.forks != run.forks)
 
 
 def _node_metric_attributes(info: NodeInfo, parent: Run | None) -> dict[str, Any]:
