@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import json
 import math
+import os
 import re
 import socket
 import sys
@@ -410,4 +411,5 @@ def test_up_names_the_process_holding_a_taken_port(tmp_path):
         ):
             pass
     message = str(failure.value)
-    assert f"port {port} (OTLP_GRPC_PORT) is taken by python" in message
+    assert f"port {port} (OTLP_GRPC_PORT) is taken by " in message
+    assert f"(pid {os.getpid()})" in message
