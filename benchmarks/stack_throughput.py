@@ -10,6 +10,9 @@ traces, every error trace). Two phases, each on a fresh tier:
 - ``unpaced``: one sender as fast as it can. Reports the spans/s the tier took in; on this
   machine the Python sender, not the Collectors, is the limit, so it is a floor of capacity.
 
+``spans_per_second`` is what the agent accepted while the sender ran; ``backlog_seconds`` how
+long the Collectors' queues took to empty after it stopped (about 0: the tier kept up).
+
 For both: lost spans, from the Collectors' own otelcol_* metrics (spans the SDK delivered that
 the agent did not accept, plus every exporter's send and enqueue failures), and the spans the
 agent's whole-batch retries sent twice (the gateways' accepted minus the agent's accepted).
@@ -57,10 +60,10 @@ def run_phase(work: Path, traces: int, rate: float) -> dict[str, float]:
     """One fresh tier, one load; the figures of that phase."""
     with running_scaled_tier(work, gateway=GATEWAY_SETTINGS) as tier:
         cpu_before = {p.name: p.total_cpu_seconds() for p in tier.collectors()}
-        started = time.monotonic()
         sent = tier.send(work / "sent.json", traces, rate)
+        sender_done = time.monotonic()
         wait_for(tier.drained, 300, "the queues to drain")
-        elapsed = time.monotonic() - started
+        backlog_seconds = time.monotonic() - sender_done
         time.sleep(DECISION_WAIT_SECONDS + 2)
         wait_for(tier.drained, 300, "the queues to drain after the last decisions")
         for process in tier.collectors():
@@ -72,7 +75,8 @@ def run_phase(work: Path, traces: int, rate: float) -> dict[str, float]:
         figures = {
             "traces": len(sent["traces"]),
             "spans": accepted,
-            "spans_per_second": accepted / elapsed,
+            "spans_per_second": accepted / sent["seconds"],
+            "backlog_seconds": backlog_seconds,
             "lost_spans": lost_spans(tier, sent["delivered"]) + sent["failed"],
             "duplicated_spans": gateways - accepted,
         }

@@ -27,8 +27,8 @@ from support.scaled_tier import (
     GATEWAY_CONFIG,
     GATEWAYS,
     SCALED,
-    MissingBinary,
     ScaledTier,
+    require_stack_binaries,
     running_scaled_tier,
     scrape,
     stack_binary,
@@ -46,13 +46,7 @@ EVERY_TRACE = {"TAIL_SAMPLING_PERCENTAGE": "100", "TAIL_SAMPLING_DECISION_WAIT":
 
 @pytest.fixture(autouse=True)
 def _binaries() -> None:
-    try:
-        stack_binary("otelcol-reasonflow")
-        stack_binary("jaeger")
-    except MissingBinary as missing:
-        if os.environ.get("CI"):
-            pytest.fail(str(missing), pytrace=False)
-        pytest.skip(str(missing))
+    require_stack_binaries()
 
 
 @pytest.fixture

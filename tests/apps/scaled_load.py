@@ -8,8 +8,8 @@ the failure and goes on, as a worker would. ``OTEL_EXPORTER_OTLP_ENDPOINT`` name
 span exporter is the SDK's own, counted so that what it could not deliver is known.
 
 The manifest lists what was sent, written after the SDK flushed: every trace id with its span
-count, whether it failed and when it began (epoch seconds), and the spans the SDK's exporter
-gave up on (after its retries).
+count, whether it failed and when it began (epoch seconds); the spans the SDK's exporter
+delivered and gave up on (after its retries); the seconds from the first run to the flush.
 ``--payload`` adds an attribute of that many bytes to every node span (for a memory burst).
 """
 
@@ -137,14 +137,18 @@ def main() -> None:
     provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=200_000))
     reasonflow_otel.instrument(service_name="scaled-load", tracer_provider=provider)
 
+    started = time.monotonic()
     run_load(args.traces, args.rate, "x" * args.payload, args.seed)
     provider.shutdown()  # flushes the batch processor: every span delivered or given up on
+    seconds = time.monotonic() - started
     reasonflow_otel.uninstrument()
-    args.manifest.write_text(
-        json.dumps(
-            {"traces": manifest.traces, "delivered": exporter.delivered, "failed": exporter.failed}
-        )
-    )
+    report = {
+        "traces": manifest.traces,
+        "delivered": exporter.delivered,
+        "failed": exporter.failed,
+        "seconds": seconds,
+    }
+    args.manifest.write_text(json.dumps(report))
 
 
 if __name__ == "__main__":

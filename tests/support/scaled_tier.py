@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 REPOSITORY = Path(__file__).resolve().parents[2]
@@ -50,6 +51,17 @@ def stack_binary(name: str) -> Path:
     if not os.access(path, os.X_OK):
         raise MissingBinary(f"{path} is missing: {BUILD_HINT} (or set {variable})")
     return path
+
+
+def require_stack_binaries() -> None:
+    """Skips the test with a hint when the binaries are not built; fails it in CI (CI set)."""
+    try:
+        stack_binary("otelcol-reasonflow")
+        stack_binary("jaeger")
+    except MissingBinary as missing:
+        if os.environ.get("CI"):
+            pytest.fail(str(missing), pytrace=False)
+        pytest.skip(str(missing))
 
 
 def free_port() -> int:
