@@ -1,4 +1,9 @@
-"""Histograms recorded in process and merged into the SDK's metric pipeline on collection.
+"""The recorder's one SDK-specific module: its fast paths, handed to the ``Recorder``.
+
+Histograms recorded in process and merged into the SDK's metric pipeline on
+collection, and (at the end) the sampler's shortcut. Nothing else under
+``recorder/`` imports ``opentelemetry.sdk``; without this module the recorder
+makes the API's plain calls.
 
 Why: ``Histogram.record`` costs 10-13 µs (a ``Measurement`` object, attribute
 cleaning and hashing per reader and View, a lock, an exemplar offer), and a
@@ -53,6 +58,7 @@ from typing import Any
 from opentelemetry.context import Context
 from opentelemetry.metrics import Histogram, Meter
 
+from reasonflow_otel.recorder.bounded import DEFAULT_CARDINALITY_LIMIT, SeriesCap
 from reasonflow_otel.recorder.in_flight import in_flight_gauge
 
 _logger = logging.getLogger(__name__)
@@ -78,14 +84,20 @@ class RecordingGroup:
 
     def __init__(self, instruments: Sequence[Histogram]) -> None:
         self._instruments = tuple(instruments)
-        self._series: dict[Hashable, HistogramSeries] = {}
+        self._series = SeriesCap(
+            _metric_names(instruments), self._new_series, DEFAULT_CARDINALITY_LIMIT
+        )
+
+    def limit_series(self, limit: int) -> None:
+        """At most ``limit`` series, the overflow series included (see ``bounded.SeriesCap``)."""
+        self._series.limit = limit
 
     def series(self, key: Hashable, attributes: Mapping[str, Any]) -> HistogramSeries:
         """The series of ``key``, made once (a place, an error type) with these attributes."""
-        series = self._series.get(key)
-        if series is None:
-            series = self._series.setdefault(key, HistogramSeries(self._cleaned(attributes)))
-        return series
+        return self._series.series(key, attributes)
+
+    def _new_series(self, attributes: Mapping[str, Any]) -> HistogramSeries:
+        return HistogramSeries(self._cleaned(attributes))
 
     def _cleaned(self, attributes: Mapping[str, Any]) -> Mapping[str, Any]:
         return attributes
@@ -142,6 +154,12 @@ class HistogramGroup(RecordingGroup):
                 for match in storage._get_or_init_view_instrument_match(instrument):
                     if not isinstance(match._aggregation, _drop_aggregation()):
                         _merge_into_view(match, instrument, index, entries)
+
+
+def _metric_names(instruments: Sequence[Histogram]) -> str:
+    """The group's metrics, as a warning names them (the API's proxies have no name)."""
+    names = [getattr(instrument, "name", "?") for instrument in instruments]
+    return names[0] if len(names) == 1 else f"{names[0]} (with {', '.join(names[1:])})"
 
 
 def _merge_into_view(match: Any, instrument: Histogram, index: int, entries: Iterable) -> None:
@@ -237,8 +255,13 @@ _groups: weakref.WeakKeyDictionary[Meter, dict[tuple[int, ...], RecordingGroup]]
 )
 
 
-def histogram_group(meter: Meter, instruments: Sequence[Histogram]) -> RecordingGroup:
-    """The group of these instruments on ``meter``, made once.
+def histogram_group(
+    meter: Meter,
+    instruments: Sequence[Histogram],
+    cardinality_limit: int = DEFAULT_CARDINALITY_LIMIT,
+) -> RecordingGroup:
+    """The group of these instruments on ``meter``, made once, with at most
+    ``cardinality_limit`` series.
 
     A meter instrumented again (after ``uninstrument()``) gets the same
     instruments from the SDK, so it reuses their group: values still queued
@@ -252,6 +275,7 @@ def histogram_group(meter: Meter, instruments: Sequence[Histogram]) -> Recording
         group = groups.get(key)
         if group is None:
             group = groups[key] = _new_group(meter, instruments)
+        group.limit_series(cardinality_limit)
         return group
 
 
@@ -349,4 +373,25 @@ def point_summary(point: Any) -> tuple:
         point.max,
         tuple(point.bucket_counts),
         tuple(point.explicit_bounds),
+    )
+
+
+# --- The sampler's shortcut ---------------------------------------------------------------
+
+
+def drops_unsampled_children(tracer: Any) -> bool:
+    """Whether the tracer's sampler drops every span whose local parent was not sampled.
+
+    True for the SDK's always-off sampler and for a parent-based one whose
+    delegate for such spans is always-off (the default, per-flow ratios
+    included): such spans are then not made at all. Read from the SDK's own
+    sampler objects; any other tracer or sampler is asked span by span.
+    """
+    from opentelemetry.sdk.trace.sampling import Decision, ParentBased, StaticSampler
+
+    sampler = getattr(tracer, "sampler", None)
+    if isinstance(sampler, ParentBased):
+        sampler = getattr(sampler, "_local_parent_not_sampled", None)
+    return isinstance(sampler, StaticSampler) and getattr(sampler, "_decision", None) is (
+        Decision.DROP
     )
