@@ -901,6 +901,7 @@ def test_every_yaml_and_json_file_parses():
     )
     assert files == [
         "alertmanager/alertmanager.yml",
+        "builder-config.yaml",
         "compose.yaml",
         "grafana/dashboards/alerts.json",
         "grafana/dashboards/workflows.json",
@@ -912,6 +913,7 @@ def test_every_yaml_and_json_file_parses():
         "rules-tests/reasonflow-alerts.test.yml",
         "rules/reasonflow-alerts.yml",
         "scaled/compose.yaml",
+        "scaled/otel-agent.compose.yaml",
         "scaled/otel-agent.yaml",
         "scaled/otel-gateway.yaml",
         "scaled/prometheus.yml",
