@@ -32,8 +32,6 @@ from support.stack import validate
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "collector-config"
 SINGLE = CONFIG_DIR / "otel-collector.yaml"
-AGENT = CONFIG_DIR / "scaled" / "otel-agent.yaml"
-GATEWAY = CONFIG_DIR / "scaled" / "otel-gateway.yaml"
 JAEGER = CONFIG_DIR / "jaeger" / "config.yaml"
 JAEGER_NATIVE = CONFIG_DIR / "jaeger" / "native.yaml"
 JAEGER_MODULE = CONFIG_DIR / "jaeger" / "module" / "go.mod"
@@ -48,7 +46,8 @@ DATASOURCES = CONFIG_DIR / "grafana" / "provisioning" / "datasources" / "datasou
 README = CONFIG_DIR / "README.md"
 ALERTS_DOC = REPO / "docs" / "alerts.md"
 
-COLLECTOR_CONFIGS = [SINGLE, AGENT, GATEWAY]
+# The scaled tier's configs are judged by the Collector in tests/test_scaled_tier.py.
+COLLECTOR_CONFIGS = [SINGLE]
 ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 # --- The Collector configs, judged by the Collector we build -----------------------------------

@@ -23,12 +23,11 @@ import pytest
 
 from support.alertmanager import INSTALL_HINT as ALERTMANAGER_HINT
 from support.prometheus import PrometheusClient, find_binary, free_port
+from support.scaled_tier import MissingBinary, stack_binary
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO / "collector-config"
-BIN = CONFIG_DIR / "bin"
 RUN_LOCAL = CONFIG_DIR / "run-local.sh"
-BUILD_HINT = "collector-config/build.sh"
 
 # run-local.sh's port variables: the tests give each its own free port.
 PORT_VARIABLES = (
@@ -50,13 +49,12 @@ PORT_VARIABLES = (
 
 def built_binary(name: str) -> Path:
     """``collector-config/bin/NAME``; fails in CI and skips elsewhere when it is not built."""
-    path = BIN / name
-    if not os.access(path, os.X_OK):
-        message = f"collector-config/bin/{name} is not built. Build it with `{BUILD_HINT}`."
+    try:
+        return stack_binary(name)
+    except MissingBinary as missing:
         if os.environ.get("CI"):
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    return path
+            pytest.fail(str(missing), pytrace=False)
+        pytest.skip(str(missing))
 
 
 def validate(binary: str, *configs: Path, flag: str = "--config") -> subprocess.CompletedProcess:
