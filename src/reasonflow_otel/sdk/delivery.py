@@ -119,13 +119,14 @@ class ExportGate:
         self.exporter.shutdown()
 
     def report(self, produced: int) -> None:
-        """Log once how many of the ``produced`` items never arrived."""
+        """Log once how many of the ``produced`` items never arrived (unless the exporter
+        itself warned that it drops them: one line, not two)."""
         with self._lock:
             if self._reported:
                 return
             self._reported = True
             lost = produced - self.delivered
-        if lost > 0:
+        if lost > 0 and not getattr(self.exporter, "said_what_it_drops", False):
             unit, where = _UNITS[self.kind]
             _logger.warning(
                 "reasonflow-otel: %d of %d %s could not be delivered by the %s exporter "
