@@ -218,7 +218,7 @@ def older_sdk(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
                 )
         self._attributes_aggregation[key].aggregate(measurement, should_sample_exemplar)
 
-    monkeypatch.delattr(_view_instrument_match, "_hash_attributes")
+    monkeypatch.delattr(_view_instrument_match, "_hash_attributes", raising=False)
     monkeypatch.setattr(_ViewInstrumentMatch, "consume_measurement", consume_measurement)
     sdk_supports_merging.cache_clear()
     yield
