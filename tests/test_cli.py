@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from support.otlp_files import otlp_json
 from support.otlp_receiver import running_otlp_receiver
 from support.processes import BIN, REPOSITORY, clean_environment
@@ -60,12 +59,6 @@ def quickstart(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess[str]
     return directory, completed
 
 
-# The SDK's default service.name: "unknown_service:python3" from 1.45, "unknown_service" before.
-DEFAULT_SERVICE = (
-    Resource.create().attributes[SERVICE_NAME].replace(f":{Path(sys.executable).name}", ":python3")
-)
-
-
 # --- The quickstart, end to end -----------------------------------------------------------------
 
 
@@ -101,7 +94,7 @@ def test_traces_lists_the_quickstart_runs_newest_first(quickstart):
         "TIME", "TRACE", "ID", "SERVICE", "ROOT", "STATUS", "DURATION", "SPANS"
     ]  # fmt: skip
     assert [row.split()[3:7] for row in rows] == [
-        [root["traceId"], DEFAULT_SERVICE, "TriageFlow", "ok"] for root in roots
+        [root["traceId"], "support_triage", "TriageFlow", "ok"] for root in roots
     ]
     local_zone = time.strftime("%z")  # times are local, with their UTC offset
     assert [row.split()[2] for row in rows] == [local_zone, local_zone]
@@ -308,7 +301,7 @@ def test_doctor_gives_advice_without_failing(tmp_path):
     assert report.returncode == 0, report.stdout
     assert report.stdout.endswith(
         "\nAdvice:\n"
-        "  - Set OTEL_SERVICE_NAME so this program's traces are easy to find.\n"
+        "  - Set OTEL_SERVICE_NAME to name the service; without it, `python app.py` is `app`.\n"
         "\nNothing to fix.\n"
     )
 
