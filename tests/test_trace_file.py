@@ -18,6 +18,7 @@ from support.processes import BIN, clean_environment
 
 from reasonflow_otel.local.store import generations, read_spans
 from reasonflow_otel.local.trace_file import RotatingFile, rotated_path
+from reasonflow_otel.local.viewer.index import TraceIndex
 
 LINE_BYTES = 100
 
@@ -177,3 +178,41 @@ def test_a_trace_file_on_a_full_disk_leaves_the_app_alone_with_one_warning(tmp_p
         "reasonflow-otel: warning: cannot write /dev/full (No space left on device); telemetry "
         "for it is dropped and counted until it can be written (said once)"
     ]
+
+
+def spans_line(trace_id: int, name: str) -> bytes:
+    """One OTLP/JSON line holding one root span of trace ``trace_id``."""
+    span = {
+        "traceId": f"{trace_id:032x}",
+        "spanId": f"{trace_id:016x}",
+        "name": name,
+        "startTimeUnixNano": str(trace_id * 1000),
+        "endTimeUnixNano": str(trace_id * 1000 + 500),
+        "attributes": [{"key": "pad", "value": {"stringValue": "x" * 300}}],
+    }
+    request = {"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}
+    return (json.dumps(request) + "\n").encode()
+
+
+def test_the_viewer_indexes_rotated_files_once_and_forgets_dropped_ones(tmp_path):
+    path = tmp_path / "traces.jsonl"
+    file = RotatingFile(path, max_bytes=2000, backups=2)
+    index = TraceIndex(path)
+
+    def write(first: int, last: int) -> set[str]:
+        for trace_id in range(first, last):
+            file.append(spans_line(trace_id, f"run {trace_id}"))
+        index.refresh()
+        return {trace.trace_id for trace in index.newest_first()}
+
+    listed = write(1, 6)  # one file, then rotated once: .1 and the current file
+    assert len(generations(path)) == 2
+    assert listed == {f"{n:032x}" for n in range(1, 6)}
+    [oldest] = index.matching(f"{1:032x}")
+    assert [span.name for span in index.spans_of(oldest)] == ["run 1"]  # now in traces.jsonl.1
+
+    listed = write(6, 30)  # generations dropped: what is left is indexed anew
+    kept = {span.trace_id for span in read_spans(path)}
+    assert listed == kept and f"{1:032x}" not in kept
+    assert index.state().spans == len(kept)
+    assert index.state().size_bytes == sum(p.stat().st_size for p in generations(path))

@@ -13,10 +13,11 @@ from typing import Any
 
 import pocketflow
 import pytest
-from opentelemetry.exporter.otlp.json.file import FileSpanExporter
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from support.otlp_files import otlp_json
 from support.viewer import get, get_indexed, record_example, running_viewer
+
+from reasonflow_otel.local.trace_file import TraceFileExporter
 
 
 class Step(pocketflow.Node):
@@ -81,7 +82,9 @@ def edges_by_action(graph: dict[str, Any]) -> dict[tuple[str, str], int]:
 def trace_file(make_telemetry, tmp_path) -> Path:
     path = tmp_path / "traces.jsonl"
     telemetry = make_telemetry()
-    telemetry.tracer_provider.add_span_processor(SimpleSpanProcessor(FileSpanExporter(path)))
+    telemetry.tracer_provider.add_span_processor(
+        SimpleSpanProcessor(TraceFileExporter(path, max_bytes=10**9, backups=0))
+    )
     return path
 
 
