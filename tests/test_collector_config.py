@@ -46,7 +46,8 @@ DASHBOARD_PROVIDERS = CONFIG_DIR / "grafana" / "provisioning" / "dashboards" / "
 README = CONFIG_DIR / "README.md"
 ALERTS_DOC = REPO / "docs" / "alerts.md"
 
-COLLECTOR_CONFIGS = [SINGLE, AGENT, GATEWAY]
+# The scaled configs are judged by the Collector itself (tests/test_scaled_tier.py).
+COLLECTOR_CONFIGS = [SINGLE]
 
 # --- The pinned releases ------------------------------------------------------------------------
 
@@ -394,7 +395,7 @@ def test_memory_limiter_comes_first_wherever_data_enters(path):
             assert pipeline["processors"][0] == "memory_limiter", pipeline_id
 
 
-@pytest.mark.parametrize("path", [SINGLE, AGENT], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [SINGLE], ids=lambda p: p.name)
 def test_otlp_receiver_listens_on_all_interfaces(path):
     protocols = load_collector_config(path)["receivers"]["otlp"]["protocols"]
     assert protocols["grpc"]["endpoint"] == "0.0.0.0:4317"
@@ -403,7 +404,7 @@ def test_otlp_receiver_listens_on_all_interfaces(path):
     assert overridden["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"] == "127.0.0.1:5317"
 
 
-@pytest.mark.parametrize("path", [SINGLE, GATEWAY], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [SINGLE], ids=lambda p: p.name)
 def test_span_metrics_see_every_span_and_sampling_is_a_separate_pipeline(path):
     config = load_collector_config(path)
     pipelines = config["service"]["pipelines"]
@@ -504,7 +505,7 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * units[match.group(2)]
 
 
-@pytest.mark.parametrize("path", [SINGLE, GATEWAY], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [SINGLE], ids=lambda p: p.name)
 def test_span_metrics_buckets_cover_milliseconds_to_minutes(path):
     connector = load_collector_config(path)["connectors"]["span_metrics"]
     assert connector["namespace"] == "traces.span.metrics"
@@ -563,21 +564,8 @@ def test_health_check_extension_is_on(path):
     assert config["extensions"]["health_check"] == {"endpoint": "0.0.0.0:13133"}
 
 
-def test_agent_routes_spans_to_gateways_by_trace_id():
-    config = load_collector_config(AGENT)
-    exporter = config["exporters"]["load_balancing"]
-    assert exporter["routing_key"] == "traceID"
-    assert exporter["resolver"] == {
-        "dns": {"hostname": "otel-gateway", "port": 4317, "interval": "5s"}
-    }
-    assert exporter["protocol"]["otlp"]["tls"] == {"insecure": True}
-    assert config["service"]["pipelines"]["traces"]["exporters"] == ["load_balancing"]
-    # The agent never samples: the gateway has to see every span of a trace.
-    assert "tail_sampling" not in config.get("processors", {})
-
-
 def test_kafka_variant_is_a_valid_exporter_for_the_intake_pipeline():
-    for path in (SINGLE, GATEWAY):
+    for path in (SINGLE,):
         [kafka] = [expand_env(block, {}) for block in uncommented_blocks(path, "kafka:")]
         assert kafka["kafka"]["traces"]["topic"] == "reasonflow-spans"
         assert kafka["kafka"]["brokers"] == ["kafka:9092"]
@@ -633,7 +621,7 @@ def compose_services(path: Path) -> dict[str, Any]:
     return yaml.safe_load(path.read_text())["services"]
 
 
-@pytest.mark.parametrize("path", [COMPOSE, SCALED_COMPOSE], ids=["single", "scaled"])
+@pytest.mark.parametrize("path", [COMPOSE], ids=["single"])
 def test_compose_pins_every_image_and_mounts_existing_files(path):
     services = compose_services(path)
     for name, service in services.items():
@@ -913,6 +901,7 @@ def test_every_yaml_and_json_file_parses():
     )
     assert files == [
         "alertmanager/alertmanager.yml",
+        "builder-config.yaml",
         "compose.yaml",
         "grafana/dashboards/alerts.json",
         "grafana/dashboards/workflows.json",
@@ -924,6 +913,7 @@ def test_every_yaml_and_json_file_parses():
         "rules-tests/reasonflow-alerts.test.yml",
         "rules/reasonflow-alerts.yml",
         "scaled/compose.yaml",
+        "scaled/otel-agent.compose.yaml",
         "scaled/otel-agent.yaml",
         "scaled/otel-gateway.yaml",
         "scaled/prometheus.yml",

@@ -117,6 +117,7 @@ def viewer(recorded) -> str:
 
 def file_state(path: Path, spans: int, traces: int, skipped: int = 0, why: str = "") -> dict:
     return {
+        "source": "file",
         "path": str(path.absolute()),
         "exists": True,
         "spans": spans,

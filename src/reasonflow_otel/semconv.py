@@ -15,6 +15,11 @@ from typing import Final
 OPERATION_INVOKE_WORKFLOW: Final = "invoke_workflow"
 
 
+def phase_duration(phase: str) -> str:
+    """``reasonflow.node.{phase}.duration``: how long one phase of a node run took."""
+    return f"reasonflow.node.{phase}.duration"
+
+
 def flow_span_name(flow_name: str) -> str:
     """`invoke_workflow {FlowName}`, the GenAI convention for a workflow run."""
     return f"{OPERATION_INVOKE_WORKFLOW} {flow_name}"
@@ -52,6 +57,8 @@ BATCH_INDEX: Final = "reasonflow.batch.index"
 FLOW_GRAPH: Final = "reasonflow.flow.graph"
 PARAMS_PREFIX: Final = "reasonflow.params."
 CANCELLED: Final = "reasonflow.cancelled"
+# A run stopped by an engine's interrupt (LangGraph's ``interrupt()``): not an error.
+INTERRUPTED: Final = "reasonflow.interrupted"
 # A routing miss: the node returned an action it has no successor for (the flow ends).
 NODE_ROUTING_MISS: Final = "reasonflow.node.routing_miss"
 NODE_AVAILABLE_ACTIONS: Final = "reasonflow.node.available_actions"

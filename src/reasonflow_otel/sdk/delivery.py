@@ -120,13 +120,14 @@ class ExportGate:
         self.exporter.shutdown()
 
     def report(self, produced: int, causes: Mapping[str, int] | None = None) -> None:
-        """Log once how many of the ``produced`` items never arrived (and why, if known)."""
+        """Log once how many of the ``produced`` items never arrived, and why if ``causes``
+        says (unless the exporter itself warned that it drops them: one line, not two)."""
         with self._lock:
             if self._reported:
                 return
             self._reported = True
             lost = produced - self.delivered
-        if lost > 0:
+        if lost > 0 and not getattr(self.exporter, "said_what_it_drops", False):
             unit, where = _UNITS[self.kind]
             _logger.warning(
                 "reasonflow-otel: %d of %d %s could not be delivered by the %s exporter "

@@ -20,7 +20,7 @@ from reasonflow_otel.local.store import LogLine, SpanRecord, UnreadableLine
 from reasonflow_otel.local.tree import TreeNode, build_tree, error_text
 from reasonflow_otel.local.viewer.analytics import iso_time
 from reasonflow_otel.local.viewer.graphs import flow_graphs, is_batch_item, routing_miss
-from reasonflow_otel.local.viewer.index import IndexedTrace, TraceIndex
+from reasonflow_otel.local.viewer.index import IndexedTrace, TraceSource
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
@@ -66,7 +66,7 @@ class TraceFilter:
 # --- Endpoints ----------------------------------------------------------------------------------
 
 
-def list_traces(index: TraceIndex, query: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+def list_traces(index: TraceSource, query: Mapping[str, Sequence[str]]) -> dict[str, Any]:
     """``GET /api/traces``: traces newest first, filtered."""
     chosen = parse_filter(query)
     index.refresh()
@@ -80,7 +80,7 @@ def list_traces(index: TraceIndex, query: Mapping[str, Sequence[str]]) -> dict[s
     }
 
 
-def get_trace(index: TraceIndex, trace_id: str) -> dict[str, Any]:
+def get_trace(index: TraceSource, trace_id: str) -> dict[str, Any]:
     """``GET /api/traces/{trace_id}``: one trace, by full id or unique prefix."""
     prefix = parse_trace_id(trace_id)
     index.refresh()
@@ -99,7 +99,7 @@ def get_trace(index: TraceIndex, trace_id: str) -> dict[str, Any]:
     return trace_detail(trace, spans, index.logs_of(trace.trace_id))
 
 
-def get_stats(index: TraceIndex) -> dict[str, Any]:
+def get_stats(index: TraceSource) -> dict[str, Any]:
     """``GET /api/stats``: ``reasonflow-otel stats --json`` plus per-workflow analytics."""
     index.refresh()
     return {**index.analytics_report(), "file": index.state().report()}

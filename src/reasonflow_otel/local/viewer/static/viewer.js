@@ -94,7 +94,8 @@ async function getJSON(path) {
 
 function showFileState(file) {
   const parts = [`${file.traces} traces · ${file.spans} spans`];
-  if (!file.exists) parts.splice(0, 1, "waiting for " + file.path);
+  if (file.source === "jaeger") parts.push("from Jaeger");
+  if (!file.exists) parts.splice(0, 1, (file.source === "jaeger" ? "asking Jaeger at " : "waiting for ") + file.path);
   if (file.error) parts.splice(0, 1, file.error);
   if (file.skipped_lines) parts.push(`${file.skipped_lines} unreadable lines skipped`);
   if (file.indexing) parts.push(`reading the file… ${percent(file.indexed_bytes / Math.max(file.size_bytes, 1))}`);
@@ -172,6 +173,10 @@ function showRuns(data, params) {
 }
 
 function emptyText(data) {
+  if (data.file.error) return data.file.error;
+  if (data.file.source === "jaeger") {
+    return data.file.traces ? "No run matches the filters." : `Jaeger at ${data.file.path} has no traces from the last 7 days yet.`;
+  }
   if (!data.file.exists) return `No trace file yet at ${data.file.path}: run an instrumented program.`;
   return data.file.traces ? "No run matches the filters." : `No traces in ${data.file.path} yet.`;
 }
