@@ -17,6 +17,7 @@ from typing import Any
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
 import reasonflow_otel.sdk.preflight  # noqa: F401  (first: checks OTEL_* before the SDK reads them)
+from reasonflow_otel import last_resort
 from reasonflow_otel.decorators import node, step, workflow
 from reasonflow_otel.guard import report_internal_error
 from reasonflow_otel.instrumentation import ENGINES, engine_instrumentor, engine_version, threads
@@ -34,6 +35,8 @@ from reasonflow_otel.settings import (
     reject_unknown_options,
 )
 from reasonflow_otel.version import __version__
+
+last_resort.install()
 
 __all__ = [
     "__version__",

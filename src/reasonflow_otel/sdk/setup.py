@@ -60,6 +60,7 @@ from reasonflow_otel.sdk.delivery import (
     flush_before_exit,
     reconnect_after_fork,
 )
+from reasonflow_otel.sdk.dropped import observe_dropped_spans
 from reasonflow_otel.sdk.exit import ShutsDown, bound_exit_time, end_by_exit_deadline
 from reasonflow_otel.sdk.ids import ID_GENERATOR
 from reasonflow_otel.sdk.process_metrics import start_process_metrics
@@ -120,6 +121,8 @@ def start_telemetry(
     setup = configure_sdk(settings, service_name)
     continue_trace_from_environment()
     start_process_metrics(settings, meter_provider or setup.meter_provider)
+    if setup.installed_tracer_provider and setup.trace_exporters:  # our processors count drops
+        observe_dropped_spans(meter_provider or setup.meter_provider)
     return setup
 
 
