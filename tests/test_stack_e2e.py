@@ -41,6 +41,8 @@ STACK_APP = REPOSITORY / "tests" / "apps" / "stack_app.py"
 DASHBOARDS = REPOSITORY / "collector-config" / "grafana" / "dashboards"
 SERVICE = "e2e-shop"
 SLOW_MS = 1000
+# About 10 s of OrderFlow and ReportFlow runs, then two SlowFlow runs of 1.5 s.
+APP_RUNS = ("--iterations", "80", "--pause", "0.1", "--slow", "2", "--slow-seconds", "1.5")
 KEPT_ATTRIBUTES = re.compile(r"^(reasonflow\.|gen_ai\.|error\.type$)")
 STATUS_CODES = {0: "UNSET", 1: "OK", 2: "ERROR", "STATUS_CODE_ERROR": "ERROR"}
 
@@ -155,7 +157,6 @@ class Run:
     stack: Stack
     spans: list[dict[str, Any]]
     sink: NotificationSink
-    work_dir: Path
 
     @property
     def traces(self) -> dict[str, list[dict[str, Any]]]:
@@ -192,19 +193,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
             "ALERTMANAGER_CONFIG": str(chain_config(work_dir / "alertmanager", sink)),
         }
         with running_stack(work_dir / "state", **settings) as stack:
-            spans = run_stack_app(
-                stack,
-                work_dir,
-                "--iterations",
-                "80",
-                "--pause",
-                "0.1",
-                "--slow",
-                "2",
-                "--slow-seconds",
-                str(1.5 * SLOW_MS / 1000),
-            )
-            yield Run(stack, spans, sink, work_dir)
+            spans = run_stack_app(stack, work_dir, *APP_RUNS)
+            yield Run(stack, spans, sink)
 
 
 # --- Prometheus: every run counted, every panel answered ----------------------------------------
@@ -227,17 +217,20 @@ def test_every_grafana_panel_query_runs_and_returns_data(run):
     prometheus = run.stack.prometheus
 
     def empty() -> list[str]:
-        return [f"{panel}: {expr}" for panel, expr in queries if not prometheus.query(expr)]
+        """The queries without data yet; a query Prometheus rejects fails the test."""
+        found = []
+        for panel, expr in queries:
+            try:
+                if not prometheus.query(expr):
+                    found.append(f"{panel}: {expr}")
+            except PromQLError as error:
+                pytest.fail(f"{panel}: {error}")
+        return found
 
     try:
         wait_for("data for every panel query", lambda: not empty(), timeout=60)
     except AssertionError:
         assert empty() == []
-    for panel, expr in queries:
-        try:
-            prometheus.query(expr)
-        except PromQLError as error:
-            pytest.fail(f"{panel}: {error}")
 
 
 def test_node_duration_counts_equal_the_apps_node_runs_including_dropped_traces(run):
@@ -312,14 +305,15 @@ def spm(stack: Stack, kind: str) -> float:
     return float(series["metricPoints"][-1]["gaugeValue"]["doubleValue"])
 
 
+def spm_numbers(stack: Stack) -> dict[str, float] | None:
+    """Call rate, error rate and latency, once none of them is NaN."""
+    values = {kind: spm(stack, kind) for kind in ("calls", "errors", "latencies")}
+    return None if any(math.isnan(value) for value in values.values()) else values
+
+
 def test_jaeger_monitor_gives_call_rate_error_rate_and_latency(run):
-    values = wait_for(
-        "numbers from Jaeger's Monitor API",
-        lambda: (lambda v: v if not any(math.isnan(x) for x in v.values()) else None)(
-            {kind: spm(run.stack, kind) for kind in ("calls", "errors", "latencies")}
-        ),
-        timeout=30,
-    )
+    """The app ran for several span-metrics flushes and scrapes: Prometheus saw increases."""
+    values = wait_for("numbers from Jaeger's Monitor API", lambda: spm_numbers(run.stack))
     assert values["calls"] > 0
     assert 0 < values["errors"] < 1
     assert 0 < values["latencies"] < 60
@@ -344,38 +338,19 @@ def test_an_alert_fires_into_alertmanager_and_reaches_the_webhook(run):
 
 def test_export_replays_a_local_trace_file_into_jaeger(run, tmp_path):
     """Runs recorded with no backend, sent later: the slow one is then in Jaeger as recorded."""
-    run_program(
-        [
-            sys.executable,
-            str(STACK_APP),
-            "--reference",
-            str(tmp_path / "reference.json"),
-            "--iterations",
-            "0",
-            "--slow",
-            "1",
-            "--slow-seconds",
-            "1.2",
-        ],
-        tmp_path,
-        OTEL_SERVICE_NAME=SERVICE,
-    )
-    [trace_id] = by_trace(json.loads((tmp_path / "reference.json").read_text()))
+    reference = tmp_path / "reference.json"
+    command = [sys.executable, str(STACK_APP), "--reference", str(reference)]
+    slow_run = ["--iterations", "0", "--slow", "1", "--slow-seconds", "1.2"]
+    run_program([*command, *slow_run], tmp_path, OTEL_SERVICE_NAME=SERVICE)
+    recorded = json.loads(reference.read_text())
+    [trace_id] = by_trace(recorded)
     assert trace_id in (tmp_path / ".reasonflow-otel" / "traces.jsonl").read_text()
     assert trace_id not in jaeger_trace_ids(run.stack)
 
-    run_program(
-        [
-            str(Path(sys.executable).parent / "reasonflow-otel"),
-            "export",
-            "--endpoint",
-            run.stack.otlp_grpc,
-        ],
-        tmp_path,
-    )
+    cli = Path(sys.executable).parent / "reasonflow-otel"
+    run_program([str(cli), "export", "--endpoint", run.stack.otlp_grpc], tmp_path)
 
     wait_for("the replayed trace in Jaeger", lambda: trace_id in jaeger_trace_ids(run.stack))
-    recorded = json.loads((tmp_path / "reference.json").read_text())
     assert sorted(jaeger_spans(run.stack, trace_id), key=str) == sorted(
         (comparable(s) for s in recorded), key=str
     )
