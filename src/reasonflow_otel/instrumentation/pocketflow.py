@@ -33,7 +33,7 @@ import threading
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry.instrumentation.utils import is_instrumentation_enabled, unwrap
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 
 from reasonflow_otel import semconv
 from reasonflow_otel.guard import report_internal_error, safe_str
@@ -45,6 +45,7 @@ from reasonflow_otel.recorder import (
     NodeInfo,
     Run,
     current_run,
+    unwrap,
     wrap,
 )
 
