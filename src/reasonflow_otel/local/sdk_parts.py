@@ -11,7 +11,8 @@ import sys
 
 from reasonflow_otel.instrumentation import ENGINES
 from reasonflow_otel.local.console import ConsoleLogProcessor, ConsoleTreeProcessor
-from reasonflow_otel.local.store import FileOnFirstExport, log_file_for
+from reasonflow_otel.local.store import log_file_for
+from reasonflow_otel.local.trace_file import LogFileExporter, TraceFileExporter
 from reasonflow_otel.sdk.setup import Parts, Signal
 from reasonflow_otel.settings import Settings, instrumentation_disabled
 
@@ -24,16 +25,18 @@ def sdk_parts() -> Parts:
     )
 
 
-def local_file(signal: Signal, settings: Settings, exporter_class: type) -> FileOnFirstExport:
-    """The upstream OTLP JSON file exporter for ``signal``, writing to the local store."""
-    path = settings.trace_file if signal == "traces" else log_file_for(settings.trace_file)
-    if signal == "traces" and not _every_engine_disabled():
+def local_file(signal: Signal, settings: Settings) -> TraceFileExporter | LogFileExporter:
+    """Our OTLP JSON lines exporter for ``signal``, writing to the local store."""
+    limits = (settings.trace_file_max_bytes, settings.trace_file_backups)
+    if signal == "logs":
+        return LogFileExporter(log_file_for(settings.trace_file), *limits)
+    if not _every_engine_disabled():
         print(
-            f"reasonflow-otel: traces are written to {path.absolute()} "
+            f"reasonflow-otel: traces are written to {settings.trace_file.absolute()} "
             "(no backend needed; list them with `reasonflow-otel traces`)",
             file=sys.stderr,
         )
-    return FileOnFirstExport(path, exporter_class)
+    return TraceFileExporter(settings.trace_file, *limits)
 
 
 def _every_engine_disabled() -> bool:

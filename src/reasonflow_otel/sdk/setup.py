@@ -61,6 +61,7 @@ from reasonflow_otel.sdk.delivery import (
     flush_before_exit,
     reconnect_after_fork,
 )
+from reasonflow_otel.sdk.dropped import observe_dropped_spans
 from reasonflow_otel.sdk.exit import ShutsDown, bound_exit_time, end_by_exit_deadline
 from reasonflow_otel.sdk.ids import ID_GENERATOR
 from reasonflow_otel.sdk.process_metrics import start_process_metrics
@@ -90,8 +91,8 @@ _OTLP_DEFAULT_ENDPOINTS = {
 class Parts:
     """What the setup builds from the layers above the SDK, handed in by an entry point."""
 
-    # The local OTLP JSON file exporter for "traces" or "logs", given the upstream class.
-    local_file: Callable[[Signal, Settings, type], Any] | None = None
+    # The local OTLP JSON lines file exporter for "traces" or "logs".
+    local_file: Callable[[Signal, Settings], Any] | None = None
     # The console tree (a span processor), and the log processor that feeds it.
     console: Callable[[], SpanProcessor] | None = None
     console_logs: Callable[[Any], LogRecordProcessor] | None = None
@@ -135,6 +136,8 @@ def start_telemetry(
     setup = configure_sdk(settings, service_name, parts)
     continue_trace_from_environment()
     start_process_metrics(settings, meter_provider or setup.meter_provider)
+    if setup.installed_tracer_provider and setup.trace_exporters:  # our processors count drops
+        observe_dropped_spans(meter_provider or setup.meter_provider)
     return setup
 
 
@@ -270,10 +273,10 @@ def _exporters(
     exporters = []
     for name in exporter_names(signal):
         try:
-            [(_, exporter_class)] = _import_config_components([name], group)
             if name == LOCAL_FILE_EXPORTER and signal != "metrics" and parts.local_file:
-                exporters.append((name, parts.local_file(signal, settings, exporter_class)))
+                exporters.append((name, parts.local_file(signal, settings)))
                 continue
+            [(_, exporter_class)] = _import_config_components([name], group)
             exporters.append((name, reconnect_after_fork(exporter_class())))
         except Exception as error:
             _logger.warning(
