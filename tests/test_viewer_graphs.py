@@ -15,10 +15,11 @@ from typing import Any
 import pocketflow
 import pytest
 from opentelemetry import trace
-from opentelemetry.exporter.otlp.json.file import FileSpanExporter
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from support.otlp_files import otlp_json
 from support.viewer import get, get_indexed, record_example, running_viewer
+
+from reasonflow_otel.local.trace_file import TraceFileExporter
 
 
 class Step(pocketflow.Node):
@@ -83,7 +84,9 @@ def edges_by_action(graph: dict[str, Any]) -> dict[tuple[str, str], int]:
 def trace_file(make_telemetry, tmp_path) -> Path:
     path = tmp_path / "traces.jsonl"
     telemetry = make_telemetry()
-    telemetry.tracer_provider.add_span_processor(SimpleSpanProcessor(FileSpanExporter(path)))
+    telemetry.tracer_provider.add_span_processor(
+        SimpleSpanProcessor(TraceFileExporter(path, max_bytes=10**9, backups=0))
+    )
     return path
 
 
@@ -185,7 +188,9 @@ def record_graph_run(path: Path, edges: list[tuple[str, str]], runs: list[tuple[
     from reasonflow_otel import semconv
 
     provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(FileSpanExporter(path)))
+    provider.add_span_processor(
+        SimpleSpanProcessor(TraceFileExporter(path, max_bytes=10**9, backups=0))
+    )
     tracer = provider.get_tracer("test")
     names = sorted({name for edge in edges for name in edge} | {name for name, _, _ in runs})
     graph = {

@@ -40,13 +40,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib
 import inspect
 import weakref
 from collections.abc import Callable, Collection
 from typing import Any, NamedTuple
 
-from opentelemetry.instrumentation.utils import is_instrumentation_enabled, unwrap
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from wrapt import wrap_function_wrapper
 
 from reasonflow_otel import semconv
@@ -60,6 +59,7 @@ from reasonflow_otel.recorder import (
     Recorder,
     Run,
     current_run,
+    unwrap,
     wrap,
 )
 
@@ -118,11 +118,7 @@ class BurrInstrumentor(EngineInstrumentor):
 
     def _unwrap(self) -> None:
         for module, name in _TARGETS:
-            owner_path, _, attribute = name.rpartition(".")
-            owner: Any = importlib.import_module(module)
-            if owner_path:
-                owner = getattr(owner, owner_path)
-            unwrap(owner, attribute)
+            unwrap(module, name)
 
 
 class _BurrAdapter:
