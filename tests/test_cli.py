@@ -94,7 +94,7 @@ def test_traces_lists_the_quickstart_runs_newest_first(quickstart):
         "TIME", "TRACE", "ID", "SERVICE", "ROOT", "STATUS", "DURATION", "SPANS"
     ]  # fmt: skip
     assert [row.split()[3:7] for row in rows] == [
-        [root["traceId"], "unknown_service:python3", "TriageFlow", "ok"] for root in roots
+        [root["traceId"], "support_triage", "TriageFlow", "ok"] for root in roots
     ]
     local_zone = time.strftime("%z")  # times are local, with their UTC offset
     assert [row.split()[2] for row in rows] == [local_zone, local_zone]
@@ -301,7 +301,7 @@ def test_doctor_gives_advice_without_failing(tmp_path):
     assert report.returncode == 0, report.stdout
     assert report.stdout.endswith(
         "\nAdvice:\n"
-        "  - Set OTEL_SERVICE_NAME so this program's traces are easy to find.\n"
+        "  - Set OTEL_SERVICE_NAME to name the service; without it, `python app.py` is `app`.\n"
         "\nNothing to fix.\n"
     )
 

@@ -94,8 +94,10 @@ METRIC_NODE_MEMORY_GROWTH: Final = "reasonflow.node.memory.growth"
 # Attributes a metric point may carry: low cardinality only, never ids or payloads.
 # A user-given grouping of flows and nodes (e.g. ``ai_provider``), kept few by design.
 CATEGORY: Final = "reasonflow.category"
+# The one attribute of a metric's overflow series (the specification's cardinality limit).
+SERIES_OVERFLOW: Final = "otel.metric.overflow"
 METRIC_ATTRIBUTES: Final = frozenset(
-    {ENGINE, GEN_AI_WORKFLOW_NAME, NODE_NAME, ERROR_TYPE, CATEGORY}
+    {ENGINE, GEN_AI_WORKFLOW_NAME, NODE_NAME, ERROR_TYPE, CATEGORY, SERIES_OVERFLOW}
 )
 
 # --- Process metrics (opentelemetry-instrumentation-system-metrics) ------------------

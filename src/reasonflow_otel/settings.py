@@ -246,6 +246,12 @@ class Settings:
         "Per-node resource probe: none, rusage (thread CPU, peak RSS; cheap) or psutil "
         "(adds RSS change, disk I/O, open descriptors; tens of µs per node boundary).",
     )
+    metric_cardinality_limit: int = _setting(
+        2000,
+        parse_positive_int,
+        "Most series per metric of ours, the overflow series (otel.metric.overflow=true) "
+        "included: past it, new attribute sets are counted there.",
+    )
     process_metrics: bool = _setting(
         True, parse_bool, "Process CPU, memory, threads, descriptors and GC metrics."
     )

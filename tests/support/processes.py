@@ -31,13 +31,17 @@ def clean_environment(**settings: str) -> dict[str, str]:
 
 
 def run_program(
-    command: Sequence[str], cwd: Path, **settings: str
+    command: Sequence[str], cwd: Path, *, input: str | None = None, **settings: str
 ) -> subprocess.CompletedProcess[str]:
-    """Run to completion in ``cwd`` with a clean environment; fails the test on a non-zero exit."""
+    """Run to completion in ``cwd`` with a clean environment; fails the test on a non-zero exit.
+
+    ``input`` is written to the program's standard input; ``settings`` are environment variables.
+    """
     completed = subprocess.run(
         list(command),
         cwd=cwd,
         env=clean_environment(**settings),
+        input=input,
         capture_output=True,
         text=True,
         timeout=120,

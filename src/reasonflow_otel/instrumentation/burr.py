@@ -43,6 +43,7 @@ from reasonflow_otel import semconv
 from reasonflow_otel.guard import report_internal_error
 from reasonflow_otel.instrumentation.base import EngineInstrumentor
 from reasonflow_otel.recorder import (
+    BoundedCache,
     FlowGraph,
     GraphNode,
     NodeInfo,
@@ -121,7 +122,7 @@ class _BurrAdapter:
         self._recorder = recorder
         self._captures_state = "state" in recorder.captured_phases
         self._application_name = recorder.settings.burr_application_name
-        self._infos: dict[tuple[str, str, str], NodeInfo] = {}
+        self._infos: BoundedCache[tuple[str, str, str], NodeInfo] = BoundedCache()
         # What each action is, described once per action object (apps copy their actions).
         self._actions: weakref.WeakKeyDictionary[Any, _ActionDescription] = (
             weakref.WeakKeyDictionary()

@@ -38,7 +38,15 @@ from reasonflow_otel import semconv
 from reasonflow_otel.guard import report_internal_error, safe_str
 from reasonflow_otel.instrumentation.base import EngineInstrumentor
 from reasonflow_otel.instrumentation.wrapping import ClassWrappers, bracket
-from reasonflow_otel.recorder import FlowGraph, GraphNode, NodeInfo, Recorder, Run, current_run
+from reasonflow_otel.recorder import (
+    BoundedCache,
+    FlowGraph,
+    GraphNode,
+    NodeInfo,
+    Recorder,
+    Run,
+    current_run,
+)
 
 ENGINE = "pocketflow"
 _instruments = ("pocketflow >= 0.0.1, < 0.1",)
@@ -115,7 +123,7 @@ class _PocketFlowAdapter:
         self._in_a_run = self._states.__len__
         self._prepared: set[type] = set()
         self._prepare_lock = threading.Lock()
-        self._infos: dict[tuple[type, str], NodeInfo] = {}
+        self._infos: BoundedCache[tuple[type, str], NodeInfo] = BoundedCache()
         self._class_names: dict[type, str] = {}
         self._kinds = _kinds_of(pocketflow)
         self._engine_flows = frozenset(cls for cls, kind in self._kinds if kind.endswith("flow"))

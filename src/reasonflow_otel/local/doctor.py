@@ -77,9 +77,13 @@ def diagnose() -> Diagnosis:
 
 def _check_sdk(diagnosis: Diagnosis, settings: Settings) -> None:
     service = str(Resource.create().attributes.get(SERVICE_NAME, ""))
-    diagnosis.add("service name", service)
     if service.startswith("unknown_service"):
-        diagnosis.advice.append("Set OTEL_SERVICE_NAME so this program's traces are easy to find.")
+        diagnosis.add("service name", "not set: each program is named after its script or module")
+        diagnosis.advice.append(
+            "Set OTEL_SERVICE_NAME to name the service; without it, `python app.py` is `app`."
+        )
+    else:
+        diagnosis.add("service name", service)
     if os.environ.get(OTEL_SDK_DISABLED, "").strip().lower() == "true":
         diagnosis.problems.append("OTEL_SDK_DISABLED=true: nothing is recorded until it is unset.")
     _check_exporters(diagnosis)

@@ -19,10 +19,13 @@ run here. Everything in ``__all__`` is public and kept stable; see
   ``attempts``, ``next_item_index``, ``batch_size``); :func:`current_run` is the
   innermost one.
 - :class:`FlowGraph` and :class:`GraphNode` describe a flow's static graph.
+- :class:`BoundedCache` is the dict an adapter caches per-name descriptions in:
+  names can come from data (an order id), so every such cache is bounded.
 - :func:`traced_generator` and :func:`traced_async_generator` make a run started
   with ``attach=False`` cover a generator's whole iteration.
 """
 
+from reasonflow_otel.recorder.bounded import BoundedCache
 from reasonflow_otel.recorder.core import (
     FlowGraph,
     GraphNode,
@@ -40,6 +43,7 @@ from reasonflow_otel.recorder.iteration import (
 )
 
 __all__ = [
+    "BoundedCache",
     "FlowGraph",
     "GraphNode",
     "NodeInfo",

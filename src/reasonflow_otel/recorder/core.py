@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry import context, trace
-from opentelemetry.metrics import Counter, Meter
+from opentelemetry.metrics import Meter
 from opentelemetry.sdk.trace.sampling import Sampler
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation import _SPAN_KEY
@@ -32,6 +32,7 @@ from opentelemetry.trace.propagation import _SPAN_KEY
 from reasonflow_otel import semconv
 from reasonflow_otel.guard import report_internal_error, safe_str
 from reasonflow_otel.propagation import baggage_attributes, baggage_selection, inherited_context
+from reasonflow_otel.recorder.bounded import CappedCounter
 from reasonflow_otel.recorder.capture import Capture
 from reasonflow_otel.recorder.histograms import HistogramSeries, histogram_group
 from reasonflow_otel.recorder.in_flight import InFlight, in_flight_gauge
@@ -264,17 +265,21 @@ class Recorder:
         self._node_duration = meter.create_histogram(
             semconv.METRIC_NODE_DURATION, unit="s", description="Duration of node runs."
         )
-        self._retries = meter.create_counter(
+        limit = self._settings.metric_cardinality_limit
+        retries = meter.create_counter(
             semconv.METRIC_NODE_RETRIES,
             unit="{attempt}",
             description="Node attempts that failed and were retried, by the error raised.",
         )
-        self._fallbacks = meter.create_counter(
+        fallbacks = meter.create_counter(
             semconv.METRIC_NODE_FALLBACKS,
             unit="{fallback}",
             description="Node runs whose result came from the fallback, by the error raised.",
         )
+        self._retries = CappedCounter(retries, semconv.METRIC_NODE_RETRIES, limit)
+        self._fallbacks = CappedCounter(fallbacks, semconv.METRIC_NODE_FALLBACKS, limit)
         self._in_flight = in_flight_gauge(meter)
+        self._in_flight.limit_series(limit)
         cpu_time = meter.create_histogram(
             semconv.METRIC_NODE_CPU_TIME,
             unit="s",
@@ -289,8 +294,8 @@ class Recorder:
         node_histograms = [self._node_duration]
         if self._probe.measures:
             node_histograms += [cpu_time, memory_growth]
-        self._node_points = histogram_group(meter, node_histograms)
-        self._flow_points = histogram_group(meter, [self._flow_duration])
+        self._node_points = histogram_group(meter, node_histograms, limit)
+        self._flow_points = histogram_group(meter, [self._flow_duration], limit)
 
     # --- Starting runs ---------------------------------------------------------
 
@@ -488,7 +493,7 @@ class Recorder:
 
     @staticmethod
     def _count_attempt_outcome(
-        run: Run, counter: Counter, event: str, attempt: int, error: BaseException
+        run: Run, counter: CappedCounter, event: str, attempt: int, error: BaseException
     ) -> None:
         """One point on ``counter`` (by the error raised) and, when recording, a span event."""
         counter.add(1, _with_error(run.metric_attributes, _error_type(error)))

@@ -53,6 +53,7 @@ from typing import Any
 from opentelemetry.context import Context
 from opentelemetry.metrics import Histogram, Meter
 
+from reasonflow_otel.recorder.bounded import DEFAULT_CARDINALITY_LIMIT, SeriesCap
 from reasonflow_otel.recorder.in_flight import in_flight_gauge
 
 _logger = logging.getLogger(__name__)
@@ -78,14 +79,20 @@ class RecordingGroup:
 
     def __init__(self, instruments: Sequence[Histogram]) -> None:
         self._instruments = tuple(instruments)
-        self._series: dict[Hashable, HistogramSeries] = {}
+        self._series = SeriesCap(
+            _metric_names(instruments), self._new_series, DEFAULT_CARDINALITY_LIMIT
+        )
+
+    def limit_series(self, limit: int) -> None:
+        """At most ``limit`` series, the overflow series included (see ``bounded.SeriesCap``)."""
+        self._series.limit = limit
 
     def series(self, key: Hashable, attributes: Mapping[str, Any]) -> HistogramSeries:
         """The series of ``key``, made once (a place, an error type) with these attributes."""
-        series = self._series.get(key)
-        if series is None:
-            series = self._series.setdefault(key, HistogramSeries(self._cleaned(attributes)))
-        return series
+        return self._series.series(key, attributes)
+
+    def _new_series(self, attributes: Mapping[str, Any]) -> HistogramSeries:
+        return HistogramSeries(self._cleaned(attributes))
 
     def _cleaned(self, attributes: Mapping[str, Any]) -> Mapping[str, Any]:
         return attributes
@@ -142,6 +149,12 @@ class HistogramGroup(RecordingGroup):
                 for match in storage._get_or_init_view_instrument_match(instrument):
                     if not isinstance(match._aggregation, _drop_aggregation()):
                         _merge_into_view(match, instrument, index, entries)
+
+
+def _metric_names(instruments: Sequence[Histogram]) -> str:
+    """The group's metrics, as a warning names them (the API's proxies have no name)."""
+    names = [getattr(instrument, "name", "?") for instrument in instruments]
+    return names[0] if len(names) == 1 else f"{names[0]} (with {', '.join(names[1:])})"
 
 
 def _merge_into_view(match: Any, instrument: Histogram, index: int, entries: Iterable) -> None:
@@ -237,8 +250,13 @@ _groups: weakref.WeakKeyDictionary[Meter, dict[tuple[int, ...], RecordingGroup]]
 )
 
 
-def histogram_group(meter: Meter, instruments: Sequence[Histogram]) -> RecordingGroup:
-    """The group of these instruments on ``meter``, made once.
+def histogram_group(
+    meter: Meter,
+    instruments: Sequence[Histogram],
+    cardinality_limit: int = DEFAULT_CARDINALITY_LIMIT,
+) -> RecordingGroup:
+    """The group of these instruments on ``meter``, made once, with at most
+    ``cardinality_limit`` series.
 
     A meter instrumented again (after ``uninstrument()``) gets the same
     instruments from the SDK, so it reuses their group: values still queued
@@ -252,6 +270,7 @@ def histogram_group(meter: Meter, instruments: Sequence[Histogram]) -> Recording
         group = groups.get(key)
         if group is None:
             group = groups[key] = _new_group(meter, instruments)
+        group.limit_series(cardinality_limit)
         return group
 
 

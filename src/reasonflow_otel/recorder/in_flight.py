@@ -20,6 +20,9 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from reasonflow_otel import semconv
 from reasonflow_otel.guard import report_internal_error
+from reasonflow_otel.recorder.bounded import DEFAULT_CARDINALITY_LIMIT, SeriesCap
+
+_NODE_METRICS = f"{semconv.METRIC_NODE_ACTIVE} (and every reasonflow.node.* metric)"
 
 
 class InFlight:
@@ -58,7 +61,8 @@ class InFlightGauge:
     """
 
     def __init__(self, meter: Meter) -> None:
-        self._places: dict[Hashable, InFlight] = {}
+        # Every node metric takes its attributes from a place: capping places caps them all.
+        self._places = SeriesCap(_NODE_METRICS, InFlight, DEFAULT_CARDINALITY_LIMIT)
         self._collect_hooks: list[Callable[[], None]] = []
         meter.create_observable_up_down_counter(
             semconv.METRIC_NODE_ACTIVE,
@@ -67,12 +71,16 @@ class InFlightGauge:
             description="Node runs in progress.",
         )
 
+    def limit_series(self, limit: int) -> None:
+        """At most ``limit`` places, the overflow place included (see ``bounded.SeriesCap``)."""
+        self._places.limit = limit
+
     def get(self, key: Hashable) -> InFlight | None:
-        return self._places.get(key)
+        return self._places.find(key)
 
     def add(self, key: Hashable, attributes: Mapping[str, Any]) -> InFlight:
-        """The counter of a new place (or the one another thread added first)."""
-        return self._places.setdefault(key, InFlight(attributes))
+        """The counter of a new place (or the one another thread added first, or the overflow)."""
+        return self._places.series(key, attributes)
 
     def on_collect(self, hook: Callable[[], None]) -> None:
         """Run ``hook`` whenever a reader collects, before its data is read."""
@@ -84,9 +92,7 @@ class InFlightGauge:
                 hook()
             except Exception as error:  # one failing hook must not cost the others
                 report_internal_error("merging metric points before a collection", error)
-        return [
-            Observation(place.value(), place.attributes) for place in list(self._places.values())
-        ]
+        return [Observation(place.value(), place.attributes) for place in self._places.values()]
 
 
 _lock = threading.Lock()

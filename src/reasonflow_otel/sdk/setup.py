@@ -63,6 +63,7 @@ from reasonflow_otel.sdk.exit import ShutsDown, bound_exit_time, end_by_exit_dea
 from reasonflow_otel.sdk.ids import ID_GENERATOR
 from reasonflow_otel.sdk.process_metrics import start_process_metrics
 from reasonflow_otel.sdk.sampling import build_sampler
+from reasonflow_otel.sdk.service_name import name_unnamed_service
 from reasonflow_otel.sdk.tail_sampling import apply_tracking_policy
 from reasonflow_otel.sdk.views import build_views
 from reasonflow_otel.settings import Settings, instrumentation_disabled
@@ -154,9 +155,10 @@ def configure_sdk(settings: Settings, service_name: str | None = None) -> SdkSet
 
 
 def _resource(service_name: str | None) -> Resource:
-    """``OTEL_RESOURCE_ATTRIBUTES`` and ``OTEL_SERVICE_NAME``, then the argument."""
+    """``OTEL_RESOURCE_ATTRIBUTES`` and ``OTEL_SERVICE_NAME``, then the argument; with no
+    service name from any of them, the program's own name."""
     attributes = {SERVICE_NAME: service_name} if service_name else {}
-    return Resource.create(attributes)
+    return name_unnamed_service(Resource.create(attributes))
 
 
 def _tracer_provider(settings: Settings, resource: Resource, names: list[str]) -> TracerProvider:

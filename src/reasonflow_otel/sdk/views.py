@@ -86,6 +86,7 @@ def _gen_ai_views(settings: Settings) -> list[View]:
                 semconv.GEN_AI_OPERATION_NAME,
                 semconv.GEN_AI_WORKFLOW_NAME,
                 semconv.ERROR_TYPE,
+                semconv.SERIES_OVERFLOW,
             },
         )
     ]
