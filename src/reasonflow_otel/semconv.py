@@ -54,11 +54,13 @@ BATCH_INDEX: Final = "reasonflow.batch.index"
 FLOW_GRAPH: Final = "reasonflow.flow.graph"
 PARAMS_PREFIX: Final = "reasonflow.params."
 CANCELLED: Final = "reasonflow.cancelled"
-# A LangGraph node handed a ``Command`` to its parent graph (``Command.PARENT``): no error.
-COMMAND_TO_PARENT: Final = "reasonflow.command_to_parent"
+# A run stopped by an engine's interrupt (LangGraph's ``interrupt()``): not an error.
+INTERRUPTED: Final = "reasonflow.interrupted"
 # A routing miss: the node returned an action it has no successor for (the flow ends).
 NODE_ROUTING_MISS: Final = "reasonflow.node.routing_miss"
 NODE_AVAILABLE_ACTIONS: Final = "reasonflow.node.available_actions"
+# A LangGraph node handed a ``Command`` to its parent graph (``Command.PARENT``): no error.
+COMMAND_TO_PARENT: Final = "reasonflow.command_to_parent"
 # Opt-in payloads (Settings.capture), redacted and bounded. No GenAI convention
 # fits: gen_ai.input/output.messages are chat messages, not arbitrary values.
 NODE_PREP_RESULT: Final = "reasonflow.node.prep.result"

@@ -30,7 +30,6 @@ one by its thread id only.
 from __future__ import annotations
 
 import sys
-import threading
 import weakref
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
@@ -40,6 +39,7 @@ from opentelemetry.instrumentation.utils import unwrap
 from reasonflow_otel import semconv
 from reasonflow_otel.instrumentation.base import EngineInstrumentor
 from reasonflow_otel.recorder import (
+    BoundedCache,
     FlowGraph,
     GraphNode,
     NodeInfo,
@@ -61,9 +61,6 @@ _TASKS = "__pregel_tasks"  # where a node's Send objects are written
 _PUSH = "__pregel_push"  # the first element of a Send task's path
 _START = "__start__"  # the task mapping a run's input to channels: no node
 _END = "__end__"
-# Interrupted graph runs waiting for their resume, by thread id: bounded.
-_MAX_WAITING = 1024
-_MAX_NAMES = 4096
 
 
 class LangGraphInstrumentor(EngineInstrumentor):
@@ -110,11 +107,10 @@ class _LangGraphAdapter:
         self._interrupt = interrupt
         self._command = command
         self._captures_updates = recorder.captures("exec")
-        self._infos: dict[tuple[str, str, bool], NodeInfo] = {}
+        self._infos: BoundedCache[tuple[str, str, bool], NodeInfo] = BoundedCache()
         self._graphs: weakref.WeakKeyDictionary[Any, FlowGraph] = weakref.WeakKeyDictionary()
         # Thread id -> the interrupted top-level graph run's reference, until it is resumed.
-        self._waiting: dict[Any, Any] = {}
-        self._waiting_lock = threading.Lock()
+        self._waiting: BoundedCache[Any, Any] = BoundedCache()
 
     # --- Graph runs --------------------------------------------------------------------
 
@@ -143,16 +139,11 @@ class _LangGraphAdapter:
         return run
 
     def _resumed(self, thread_id: Any) -> tuple[Any, ...]:
-        with self._waiting_lock:
-            reference = self._waiting.pop(thread_id, None)
+        reference = self._waiting.pop(thread_id, None)
         return () if reference is None else (reference,)
 
     def _wait_for_resume(self, thread_id: Any, graph_run: Run) -> None:
-        with self._waiting_lock:
-            self._waiting.pop(thread_id, None)  # the newest interrupt goes last
-            self._waiting[thread_id] = graph_run.reference
-            if len(self._waiting) > _MAX_WAITING:
-                del self._waiting[next(iter(self._waiting))]
+        self._waiting[thread_id] = graph_run.reference
 
     # --- Node runs ---------------------------------------------------------------------
 
@@ -218,9 +209,7 @@ class _LangGraphAdapter:
         info = self._infos.get(key)
         if info is None:
             kind = "graph" if is_flow else "node"
-            info = NodeInfo(ENGINE, name, class_name, kind, is_flow=is_flow)
-            if len(self._infos) < _MAX_NAMES:  # names made per run must not grow memory
-                self._infos[key] = info
+            info = self._infos[key] = NodeInfo(ENGINE, name, class_name, kind, is_flow=is_flow)
         return info
 
     def _graph(self, graph: Any) -> FlowGraph:

@@ -301,6 +301,10 @@ def flow_graph(flow: TreeNode) -> dict[str, Any] | None:
         for step in steps
         if step.attributes.get(semconv.NODE_SUCCESSOR) != semconv.SUCCESSOR_END
     }
+    # Engines that route by successor, not by action (LangGraph): the edges to those nodes.
+    followed = {
+        (node_id, successor) for node_id, steps in runs.items() for successor in _successors(steps)
+    }
     return {
         "span_id": flow.span.span_id,
         "workflow": root_label(flow.span),
@@ -311,7 +315,8 @@ def flow_graph(flow: TreeNode) -> dict[str, Any] | None:
                 "source": str(edge.get("source")),
                 "target": str(edge.get("target")),
                 "action": str(edge.get("action")),
-                "taken": (str(edge.get("source")), str(edge.get("action"))) in taken,
+                "taken": (str(edge.get("source")), str(edge.get("action"))) in taken
+                or (str(edge.get("source")), _name(nodes, edge.get("target"))) in followed,
             }
             for edge in edges
         ],
@@ -330,6 +335,19 @@ def _steps(flow: TreeNode) -> list[SpanRecord]:
         elif _kind(child.span) == "item":
             steps += _steps(child)
     return steps
+
+
+def _successors(steps: list[SpanRecord]) -> list[str]:
+    """The node names the runs of a node went on to (a name, or several for a fan-out)."""
+    names: list[str] = []
+    for step in steps:
+        successor = step.attributes.get(semconv.NODE_SUCCESSOR)
+        names += [successor] if isinstance(successor, str) else list(successor or ())
+    return names
+
+
+def _name(nodes: Mapping[str, Any], node_id: Any) -> str:
+    return str(nodes.get(str(node_id), {}).get("name"))
 
 
 def _action(span: SpanRecord) -> str:

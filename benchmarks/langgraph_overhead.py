@@ -1,0 +1,255 @@
+"""Per-node overhead on LangGraph, measured against the OpenTelemetry SDK's own floor.
+
+    python benchmarks/langgraph_overhead.py            # about a minute
+    python benchmarks/langgraph_overhead.py --quick    # smoke: every figure, measured briefly
+
+A compiled 3-node linear ``StateGraph`` (``a -> b -> c``, each node adds one) is invoked
+``runs`` times per timing. Every figure is a median over rounds, the modes interleaved
+within a round so that load on a shared machine hits them alike, in microseconds:
+
+- ``bare``: one graph invoke with no instrumentation (per invoke);
+- ``sampled``, ``unsampled``: what ``LangGraphInstrumentor`` adds to an invoke with every
+  span sampled, and with the sampler always off (metrics still recorded); every default
+  is on: spans, every default metric, the default resource probe;
+- ``sdk_span``: one correctly parented span (start, make current, end) through a
+  BatchSpanProcessor into an exporter that drops everything, in a tight loop;
+- ``sdk_hist``: one ``histogram.record`` with a node metric's attribute set;
+- ``spans_per_invoke``, ``points_per_invoke``: what one instrumented invoke emits
+  (counted from a run, not assumed), so the floor is the SDK making exactly those spans
+  and histogram points by hand: ``floor = spans * sdk_span + points * sdk_hist``.
+
+The per-node figures divide by the three nodes (the graph's own span and point included,
+as the callback-based instrumentations were measured). Compare ratios from one run, not
+figures across runs or machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypedDict
+
+from langgraph.graph import END, START, StateGraph
+from opentelemetry import context, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Sampler
+
+from reasonflow_otel.instrumentation.langgraph import LangGraphInstrumentor
+from reasonflow_otel.sdk.views import build_views
+from reasonflow_otel.settings import Settings
+
+NODES = 3
+MICROSECONDS = 1e6
+
+
+@dataclass(frozen=True)
+class Budget:
+    runs: int  # graph invokes per timing
+    rounds: int  # timings whose median is kept
+
+
+FULL = Budget(runs=300, rounds=15)
+QUICK = Budget(runs=2, rounds=1)
+
+
+class Counter(TypedDict):
+    n: int
+
+
+def step(state: Counter) -> Counter:
+    return {"n": state["n"] + 1}
+
+
+def linear_graph() -> Any:
+    builder = StateGraph(Counter)
+    for node in ("a", "b", "c"):
+        builder.add_node(node, step)
+    builder.add_edge(START, "a")
+    builder.add_edge("a", "b")
+    builder.add_edge("b", "c")
+    builder.add_edge("c", END)
+    return builder.compile(name="linear")
+
+
+GRAPH = linear_graph()
+
+
+def per_invoke(runs: int) -> float:
+    """Seconds per invoke of the compiled graph."""
+    started = time.perf_counter()
+    for _ in range(runs):
+        GRAPH.invoke({"n": 0})
+    return (time.perf_counter() - started) / runs
+
+
+class DropExporter(SpanExporter):
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+
+def tracer_provider(sampler: Sampler) -> TracerProvider:
+    provider = TracerProvider(sampler=sampler)
+    provider.add_span_processor(BatchSpanProcessor(DropExporter()))
+    return provider
+
+
+def sdk_span(runs: int, provider: TracerProvider) -> float:
+    """One parented span: what any tracer of a node must pay at least."""
+    tracer = provider.get_tracer("floor")
+    parent = tracer.start_span("graph")
+    parent_context = trace.set_span_in_context(parent)
+    started = time.perf_counter()
+    for _ in range(runs * NODES):
+        span = tracer.start_span("node", context=parent_context)
+        token = context.attach(trace.set_span_in_context(span, parent_context))
+        context.detach(token)
+        span.end()
+    elapsed = time.perf_counter() - started
+    parent.end()
+    return elapsed / (runs * NODES)
+
+
+def sdk_hist(runs: int) -> float:
+    """One histogram point with a node's metric attributes."""
+    meter = MeterProvider(metric_readers=[InMemoryMetricReader()]).get_meter("floor")
+    histogram = meter.create_histogram("floor.duration", unit="s")
+    attributes = {
+        "reasonflow.engine": "langgraph",
+        "reasonflow.node.name": "a",
+        "gen_ai.workflow.name": "linear",
+    }
+    started = time.perf_counter()
+    for _ in range(runs * NODES):
+        histogram.record(0.001, attributes)
+    return (time.perf_counter() - started) / (runs * NODES)
+
+
+class Instrumented:
+    """Providers made once per mode, instrumented only while a timing runs."""
+
+    def __init__(self, sampler: Sampler, settings: Settings) -> None:
+        self._settings = settings
+        self._tracer_provider = tracer_provider(sampler)
+        self._meter_provider = MeterProvider(
+            metric_readers=[InMemoryMetricReader()], views=build_views(settings)
+        )
+
+    def per_invoke(self, runs: int) -> float:
+        instrumentor = LangGraphInstrumentor()
+        instrumentor.instrument(
+            tracer_provider=self._tracer_provider,
+            meter_provider=self._meter_provider,
+            settings=self._settings,
+        )
+        try:
+            return per_invoke(runs)
+        finally:
+            instrumentor.uninstrument()
+
+
+def emitted_per_invoke(runs: int = 5) -> tuple[float, float]:
+    """Spans and histogram points one instrumented invoke emits, counted from real runs."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ALWAYS_ON)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    settings = Settings()
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader], views=build_views(settings))
+    instrumentor = LangGraphInstrumentor()
+    instrumentor.instrument(
+        tracer_provider=provider, meter_provider=meter_provider, settings=settings
+    )
+    try:
+        per_invoke(runs)
+    finally:
+        instrumentor.uninstrument()
+    data = reader.get_metrics_data()
+    points = sum(
+        point.count
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        for point in metric.data.data_points
+        if isinstance(point, HistogramDataPoint)
+    )
+    return len(exporter.get_finished_spans()) / runs, points / runs
+
+
+def measure(budget: Budget) -> dict[str, float]:
+    floor_provider = tracer_provider(ALWAYS_ON)
+    sampled = Instrumented(ALWAYS_ON, Settings())
+    unsampled = Instrumented(ALWAYS_OFF, Settings())
+    modes: dict[str, Callable[[], float]] = {
+        "bare": lambda: per_invoke(budget.runs),
+        "sampled": lambda: sampled.per_invoke(budget.runs),
+        "unsampled": lambda: unsampled.per_invoke(budget.runs),
+        "sdk_span": lambda: sdk_span(budget.runs, floor_provider),
+        "sdk_hist": lambda: sdk_hist(budget.runs),
+    }
+    timings: dict[str, list[float]] = {}
+    for _ in range(budget.rounds):
+        for name, mode in modes.items():
+            gc.collect()  # each timing starts with no garbage left by the one before
+            timings.setdefault(name, []).append(mode())
+    medians = {name: statistics.median(values) * MICROSECONDS for name, values in timings.items()}
+    spans, points = emitted_per_invoke()
+    bare = medians["bare"]
+    return {
+        "bare": bare,
+        "sampled": medians["sampled"] - bare,
+        "unsampled": medians["unsampled"] - bare,
+        "sdk_span": medians["sdk_span"],
+        "sdk_hist": medians["sdk_hist"],
+        "spans_per_invoke": spans,
+        "points_per_invoke": points,
+    }
+
+
+def report(figures: dict[str, float]) -> None:
+    print(f"\nlanggraph, {NODES}-node linear StateGraph (microseconds)")
+    for name, value in figures.items():
+        print(f"  {name:<40} {value:10.2f}")
+    span_floor = figures["spans_per_invoke"] * figures["sdk_span"]
+    point_floor = figures["points_per_invoke"] * figures["sdk_hist"]
+    per_node = {
+        "bare per node": figures["bare"] / NODES,
+        "sampled per node": figures["sampled"] / NODES,
+        "unsampled per node": figures["unsampled"] / NODES,
+        "floor (spans + points) per node": (span_floor + point_floor) / NODES,
+        "floor (points) per node": point_floor / NODES,
+    }
+    print("per node")
+    for name, value in per_node.items():
+        print(f"  {name:<40} {value:10.2f}")
+    print("ratios")
+    ratios = {
+        "sampled / floor (spans + points)": figures["sampled"] / (span_floor + point_floor),
+        "unsampled / floor (points)": figures["unsampled"] / point_floor,
+        "sampled / bare": figures["sampled"] / figures["bare"],
+    }
+    for name, value in ratios.items():
+        print(f"  {name:<40} {value:10.2f}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="every figure, measured briefly")
+    arguments = parser.parse_args(argv)
+    report(measure(QUICK if arguments.quick else FULL))
+
+
+if __name__ == "__main__":
+    main()

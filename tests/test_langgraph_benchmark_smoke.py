@@ -1,0 +1,36 @@
+"""The LangGraph overhead benchmark runs and prints every figure and ratio (no assertion on
+numbers)."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+from support.processes import REPOSITORY, run_program
+
+BENCHMARK = REPOSITORY / "benchmarks" / "langgraph_overhead.py"
+FIGURES = (
+    "bare",
+    "sampled",
+    "unsampled",
+    "sdk_span",
+    "sdk_hist",
+    "spans_per_invoke",
+    "points_per_invoke",
+    "sampled per node",
+    "unsampled per node",
+    "floor (spans + points) per node",
+    "sampled / floor (spans + points)",
+    "unsampled / floor (points)",
+)
+
+
+def test_quick_run_prints_every_figure(tmp_path: Path) -> None:
+    output = run_program([sys.executable, str(BENCHMARK), "--quick"], tmp_path).stdout
+    missing = [
+        name
+        for name in FIGURES
+        if not re.search(rf"^ +{re.escape(name)} +-?\d+\.\d+$", output, re.MULTILINE)
+    ]
+    assert missing == []
