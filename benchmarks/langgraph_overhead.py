@@ -15,8 +15,11 @@ within a round so that load on a shared machine hits them alike, in microseconds
   BatchSpanProcessor into an exporter that drops everything, in a tight loop;
 - ``sdk_hist``: one ``histogram.record`` with a node metric's attribute set;
 - ``spans_per_invoke``, ``points_per_invoke``: what one instrumented invoke emits
-  (counted from a run, not assumed), so the floor is the SDK making exactly those spans
-  and histogram points by hand: ``floor = spans * sdk_span + points * sdk_hist``.
+  (counted from a run, not assumed); ``floor = spans * sdk_span + points * sdk_hist``;
+- ``sdk_invoke_sampled``, ``sdk_invoke_points``: the SDK making exactly what one sampled
+  invoke emits, by hand, in a tight loop: the recorded spans with all their attributes
+  (the graph span, then each node span made current under it) and the recorded histogram
+  points with their attribute sets through ``record``; the points alone for the second.
 
 The per-node figures divide by the three nodes (the graph's own span and point included,
 as the callback-based instrumentations were measured). Compare ratios from one run, not
@@ -160,8 +163,17 @@ class Instrumented:
             instrumentor.uninstrument()
 
 
-def emitted_per_invoke(runs: int = 5) -> tuple[float, float]:
-    """Spans and histogram points one instrumented invoke emits, counted from real runs."""
+@dataclass(frozen=True)
+class Emitted:
+    """What one sampled, instrumented invoke emitted: its spans in start order (the first is
+    the graph's) and each histogram point as (instrument, attributes)."""
+
+    spans: list[tuple[str, dict[str, Any]]]
+    points: list[tuple[str, dict[str, Any]]]
+
+
+def emitted_by_one_invoke() -> Emitted:
+    """Record one instrumented invoke (sampled, default settings) to replay it by hand."""
     exporter = InMemorySpanExporter()
     provider = TracerProvider(sampler=ALWAYS_ON)
     provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -173,22 +185,48 @@ def emitted_per_invoke(runs: int = 5) -> tuple[float, float]:
         tracer_provider=provider, meter_provider=meter_provider, settings=settings
     )
     try:
-        per_invoke(runs)
+        per_invoke(1)
     finally:
         instrumentor.uninstrument()
+    spans = sorted(exporter.get_finished_spans(), key=lambda span: span.start_time or 0)
     data = reader.get_metrics_data()
-    points = sum(
-        point.count
+    points = [
+        (metric.name, dict(point.attributes or {}))
         for resource in data.resource_metrics
         for scope in resource.scope_metrics
         for metric in scope.metrics
         for point in metric.data.data_points
         if isinstance(point, HistogramDataPoint)
-    )
-    return len(exporter.get_finished_spans()) / runs, points / runs
+        for _ in range(point.count)
+    ]
+    return Emitted([(span.name, dict(span.attributes or {})) for span in spans], points)
+
+
+def sdk_invoke(runs: int, emitted: Emitted, provider: TracerProvider | None) -> float:
+    """The SDK making one invoke's spans (unless ``provider`` is None) and points by hand."""
+    meter = MeterProvider(metric_readers=[InMemoryMetricReader()]).get_meter("floor")
+    histograms = {name: meter.create_histogram(name, unit="s") for name, _ in emitted.points}
+    points = [(histograms[name], attributes) for name, attributes in emitted.points]
+    tracer = provider.get_tracer("floor") if provider is not None else None
+    (graph_name, graph_attributes), *nodes = emitted.spans
+    started = time.perf_counter()
+    for _ in range(runs):
+        if tracer is not None:
+            graph = tracer.start_span(graph_name, attributes=graph_attributes)
+            graph_context = trace.set_span_in_context(graph)
+            for name, attributes in nodes:
+                span = tracer.start_span(name, context=graph_context, attributes=attributes)
+                token = context.attach(trace.set_span_in_context(span, graph_context))
+                context.detach(token)
+                span.end()
+            graph.end()
+        for histogram, attributes in points:
+            histogram.record(0.001, attributes)
+    return (time.perf_counter() - started) / runs
 
 
 def measure(budget: Budget) -> dict[str, float]:
+    emitted = emitted_by_one_invoke()
     floor_provider = tracer_provider(ALWAYS_ON)
     sampled = Instrumented(ALWAYS_ON, Settings())
     unsampled = Instrumented(ALWAYS_OFF, Settings())
@@ -198,6 +236,8 @@ def measure(budget: Budget) -> dict[str, float]:
         "unsampled": lambda: unsampled.per_invoke(budget.runs),
         "sdk_span": lambda: sdk_span(budget.runs, floor_provider),
         "sdk_hist": lambda: sdk_hist(budget.runs),
+        "sdk_invoke_sampled": lambda: sdk_invoke(budget.runs, emitted, floor_provider),
+        "sdk_invoke_points": lambda: sdk_invoke(budget.runs, emitted, None),
     }
     timings: dict[str, list[float]] = {}
     for _ in range(budget.rounds):
@@ -205,7 +245,6 @@ def measure(budget: Budget) -> dict[str, float]:
             gc.collect()  # each timing starts with no garbage left by the one before
             timings.setdefault(name, []).append(mode())
     medians = {name: statistics.median(values) * MICROSECONDS for name, values in timings.items()}
-    spans, points = emitted_per_invoke()
     bare = medians["bare"]
     return {
         "bare": bare,
@@ -213,8 +252,10 @@ def measure(budget: Budget) -> dict[str, float]:
         "unsampled": medians["unsampled"] - bare,
         "sdk_span": medians["sdk_span"],
         "sdk_hist": medians["sdk_hist"],
-        "spans_per_invoke": spans,
-        "points_per_invoke": points,
+        "sdk_invoke_sampled": medians["sdk_invoke_sampled"],
+        "sdk_invoke_points": medians["sdk_invoke_points"],
+        "spans_per_invoke": len(emitted.spans),
+        "points_per_invoke": len(emitted.points),
     }
 
 
@@ -236,6 +277,8 @@ def report(figures: dict[str, float]) -> None:
         print(f"  {name:<40} {value:10.2f}")
     print("ratios")
     ratios = {
+        "sampled / sdk_invoke_sampled": figures["sampled"] / figures["sdk_invoke_sampled"],
+        "unsampled / sdk_invoke_points": figures["unsampled"] / figures["sdk_invoke_points"],
         "sampled / floor (spans + points)": figures["sampled"] / (span_floor + point_floor),
         "unsampled / floor (points)": figures["unsampled"] / point_floor,
         "sampled / bare": figures["sampled"] / figures["bare"],
