@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import hashlib
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -56,7 +57,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Sampler
 
 from reasonflow_otel import semconv
 from reasonflow_otel.instrumentation.burr import ENGINE, BurrInstrumentor
-from reasonflow_otel.recorder import FlowGraph, GraphNode, NodeInfo, Recorder, Run
+from reasonflow_otel.recorder import FlowGraph, GraphNode, NodeInfo, Recorder, Run, histograms
 from reasonflow_otel.sdk.views import build_views
 from reasonflow_otel.settings import Settings
 
@@ -180,13 +181,17 @@ class RecorderHook(
             tracer_provider(sampler).get_tracer("benchmark"),
             meter_provider.get_meter("benchmark"),
             settings,
+            fast_paths=histograms,
         )
         self._runs: list[Run | None] = []
 
     def pre_run_execute_call(self, *, app_id: str, partition_key: str, **_: object) -> None:
-        identity = self._recorder.identity_attributes(app_id, partition_key)
-        run = self._recorder.start(
-            APPLICATION_INFO, app_id, start_attributes=identity, graph=lambda: TICK_GRAPH
+        identity: dict[str, object] = {semconv.APP_ID: app_id}
+        if partition_key is not None:  # what the adapter records by default: its hash
+            digest = hashlib.sha256(partition_key.encode()).hexdigest()
+            identity[semconv.APP_PARTITION_KEY_HASH] = digest
+        run = self._recorder.begin(
+            APPLICATION_INFO, app_id, attributes=identity, graph=lambda: TICK_GRAPH
         )
         self._runs.append(run)
 
@@ -200,21 +205,27 @@ class RecorderHook(
             semconv.NODE_WRITES: TICK_FIELDS,
         }
         self._runs.append(
-            self._recorder.start(TICK_INFO, action, node_key="tick", start_attributes=attributes)
+            self._recorder.begin(TICK_INFO, action, node_key="tick", attributes=attributes)
         )
 
     def post_run_step(self, *, exception: Exception | None, **_: object) -> None:
         run = self._runs[-1]
-        if exception is None and run is not None and run.span.is_recording():
-            self._recorder.state_changed(run, TICK_FIELDS)
+        if exception is None and run is not None and run.recording:
+            run.add_event(
+                semconv.EVENT_STATE_CHANGED, {semconv.STATE_CHANGED_COUNT: len(TICK_FIELDS)}
+            )
             self._end(None, "tick")
         else:
             self._end(exception, None)
 
     def _end(self, error: Exception | None, successor: str | None) -> None:
         run = self._runs.pop()
-        if run is not None:
-            self._recorder.finish(run, error=error, successor=successor)
+        if run is None:
+            return
+        if error is None:
+            run.end(successor=successor)
+        else:
+            run.fail(error)
 
 
 class Instrumented:

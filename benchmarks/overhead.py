@@ -65,7 +65,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, Sampler
 
 from reasonflow_otel import semconv
 from reasonflow_otel.instrumentation.pocketflow import PocketFlowInstrumentor
-from reasonflow_otel.recorder import NodeInfo, Recorder
+from reasonflow_otel.recorder import NodeInfo, Recorder, histograms
 from reasonflow_otel.sdk.sampling import build_sampler
 from reasonflow_otel.sdk.views import build_views
 from reasonflow_otel.settings import Settings
@@ -378,27 +378,29 @@ class RecorderHooks(Hooks):
             providers.tracer_provider.get_tracer("benchmark"),
             providers.meter_provider.get_meter("benchmark"),
             settings,
+            fast_paths=histograms,
         )
         self._flow = NodeInfo("pocketflow", "Flow", "Flow", "flow", is_flow=True)
         self._node = NodeInfo("pocketflow", Step.__name__, Step.__name__, "node", is_flow=False)
         self._max_retries = {semconv.NODE_MAX_RETRIES: 1}
+        self._default_action = {semconv.NODE_ACTION: "default"}
+        self._node_end = {semconv.NODE_ACTION: "default", semconv.NODE_FALLBACK: False}
 
     def begin(self, node: Any) -> Any:
         recorder = self._recorder
         if isinstance(node, pocketflow.Flow):
-            return recorder.start(self._flow, node)
-        run = recorder.start(self._node, node, start_attributes=self._max_retries)
-        recorder.exec_started(run)
+            return recorder.begin(self._flow, node)
+        run = recorder.begin(self._node, node, attributes=self._max_retries)
+        run.mark_phase("prep", "exec")
         return run
 
     def end(self, state: Any) -> None:
-        recorder = self._recorder
         if state.info.is_flow:
-            recorder.finish(state, action="default")
+            state.end(attributes=self._default_action)
             return
-        recorder.attempts_used(state, 1)
-        recorder.exec_ended(state)
-        recorder.finish(state, action="default", successor=Step.__name__)
+        state.attempt(1)
+        state.mark_phase("exec", "post")
+        state.end(successor=Step.__name__, attributes=self._node_end)
 
 
 @contextmanager

@@ -76,12 +76,31 @@ def test_unsampled_runs_evaluate_conditions_as_often_as_bare(make_burr_telemetry
     assert evaluations(lambda calls: counting_app(calls).run()) == bare
 
 
-def test_a_recorded_step_evaluates_the_conditions_once_more_for_its_successor(
+def path_and_state(calls: list[str]) -> tuple[list[str], dict]:
+    """The actions a counting app runs and its final state; ``calls`` counts conditions."""
+    app = counting_app(calls)
+    path = [action_.name for action_, _, _ in app.iterate()]
+    return path, app.state.get_all()
+
+
+def test_a_recorded_run_evaluates_conditions_as_often_as_bare_with_the_same_path_and_state(
     make_burr_telemetry,
 ):
-    bare = evaluations(lambda calls: counting_app(calls).run())
-    make_burr_telemetry()
-    assert evaluations(lambda calls: counting_app(calls).run()) == bare + 3  # three steps
+    bare_calls: list[str] = []
+    bare = path_and_state(bare_calls)
+    bare_run = evaluations(lambda calls: counting_app(calls).run())
+    telemetry = make_burr_telemetry()
+    calls: list[str] = []
+    assert path_and_state(calls) == bare
+    assert len(calls) == len(bare_calls)
+    assert evaluations(lambda calls: counting_app(calls).run()) == bare_run
+    # The successor each step recorded is the one Burr resolved, not one we evaluated.
+    run = [span for span in telemetry.spans() if span.name == "count"][-3:]
+    assert [span.attributes["reasonflow.node.successor"] for span in run] == [
+        "count",
+        "count",
+        "__end__",
+    ]
 
 
 def test_suppressed_instrumentation_records_nothing(burr_telemetry):

@@ -91,3 +91,30 @@ def test_readme_links_resolve() -> None:
     assert "docs/configuration.md" in targets
     missing = [target for target in targets if not (ROOT / target).exists()]
     assert missing == []
+
+
+def _named_images() -> dict[Path, list[str]]:
+    """Image path -> the Markdown files that show it (``![alt](path)``, relative to each)."""
+    named: dict[Path, list[str]] = {}
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for target in re.findall(r"!\[[^\]]*\]\(([^)\s]+)", page.read_text(encoding="utf-8")):
+            if "://" not in target:
+                image = (page.parent / target).resolve()
+                named.setdefault(image, []).append(page.relative_to(ROOT).as_posix())
+    return named
+
+
+def test_every_image_the_docs_name_exists() -> None:
+    named = _named_images()
+    assert named, "the README shows the viewer"
+    missing = {str(image): pages for image, pages in named.items() if not image.is_file()}
+    assert missing == {}
+
+
+def test_the_docs_pictures_of_the_viewer_are_the_browser_tests_screenshots() -> None:
+    """Each one is taken by tests/test_viewer_browser.py, so it is regenerated with the code."""
+    from support.browser import DOCS_IMAGES, DOCS_SCREENSHOTS
+
+    shown = {image for image in _named_images() if image.parent == DOCS_IMAGES}
+    assert shown == {DOCS_IMAGES / name for name in DOCS_SCREENSHOTS}
+    assert sorted(path.name for path in DOCS_IMAGES.iterdir()) == sorted(DOCS_SCREENSHOTS)

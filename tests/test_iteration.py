@@ -16,12 +16,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from reasonflow_otel.recorder import (
-    NodeInfo,
-    Recorder,
-    traced_async_generator,
-    traced_generator,
-)
+from reasonflow_otel.recorder import NodeInfo, Recorder
+from reasonflow_otel.recorder.wrapping import traced_async_generator, traced_generator
 from reasonflow_otel.settings import load_settings
 
 FLOW = NodeInfo("test", "Stream", "Stream", "flow", is_flow=True)
@@ -47,10 +43,10 @@ def numbers(tracer: trace.Tracer, count: int) -> Iterator[int]:
 
 def test_the_run_spans_the_iteration_and_parents_what_the_generator_opens(setup) -> None:
     recorder, exporter, tracer = setup
-    run = recorder.start(FLOW, None, attach=False)
+    run = recorder.begin(FLOW, None, attach=False)
     assert trace.get_current_span() is trace.INVALID_SPAN  # not attached
     consumed = []
-    for number in traced_generator(recorder, run, numbers(tracer, 3)):
+    for number in traced_generator(run, numbers(tracer, 3)):
         assert trace.get_current_span() is trace.INVALID_SPAN  # consumer keeps its context
         consumed.append(number)
     assert consumed == [0, 1, 2]
@@ -69,9 +65,9 @@ def test_an_error_in_the_generator_ends_the_run_with_it(setup) -> None:
         yield 1
         raise boom
 
-    run = recorder.start(FLOW, None, attach=False)
+    run = recorder.begin(FLOW, None, attach=False)
     with pytest.raises(ValueError) as raised:
-        list(traced_generator(recorder, run, failing()))
+        list(traced_generator(run, failing()))
     assert raised.value is boom
     (flow,) = exporter.get_finished_spans()
     assert flow.status.status_code is StatusCode.ERROR
@@ -89,8 +85,8 @@ def test_close_and_garbage_collection_end_the_run_and_close_the_generator(setup)
         finally:
             closed.append(trace.get_current_span().get_span_context().span_id)
 
-    run = recorder.start(FLOW, None, attach=False)
-    wrapped = traced_generator(recorder, run, endless())
+    run = recorder.begin(FLOW, None, attach=False)
+    wrapped = traced_generator(run, endless())
     assert next(wrapped) == 1
     del wrapped
     gc.collect()
@@ -111,8 +107,8 @@ def test_send_throw_and_return_value_pass_through(setup) -> None:
             yield "caught"
         return received
 
-    run = recorder.start(FLOW, None, attach=False)
-    wrapped = traced_generator(recorder, run, echo())
+    run = recorder.begin(FLOW, None, attach=False)
+    wrapped = traced_generator(run, echo())
     assert next(wrapped) == 0
     assert wrapped.send("a") == 1
     assert wrapped.throw(KeyError("k")) == "caught"
@@ -132,8 +128,8 @@ def test_async_generator_run_covers_the_iteration(setup) -> None:
             yield number
 
     async def consume() -> list[int]:
-        run = recorder.start(FLOW, None, attach=False)
-        return [n async for n in traced_async_generator(recorder, run, ticks())]
+        run = recorder.begin(FLOW, None, attach=False)
+        return [n async for n in traced_async_generator(run, ticks())]
 
     assert asyncio.run(consume()) == [0, 1]
     spans = {span.name: span for span in exporter.get_finished_spans()}
@@ -151,8 +147,8 @@ def test_async_generator_error_is_recorded_and_propagates(setup) -> None:
         raise boom
 
     async def consume() -> None:
-        run = recorder.start(FLOW, None, attach=False)
-        async for _ in traced_async_generator(recorder, run, failing()):
+        run = recorder.begin(FLOW, None, attach=False)
+        async for _ in traced_async_generator(run, failing()):
             pass
 
     with pytest.raises(RuntimeError) as raised:

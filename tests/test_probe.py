@@ -27,7 +27,7 @@ def burn(seconds: float) -> None:
     "probe", [RusageProbe(), ThreadRusageProbe()], ids=lambda p: type(p).__name__
 )
 def test_a_probe_measures_the_threads_cpu_and_the_peak_rise(probe):
-    run = Run(NODE, None, None)
+    run = Run(None, NODE, None, None, 0)
     probe.start(run)
     burn(0.05)
     probe.stop(run)

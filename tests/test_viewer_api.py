@@ -117,6 +117,7 @@ def viewer(recorded) -> str:
 
 def file_state(path: Path, spans: int, traces: int, skipped: int = 0, why: str = "") -> dict:
     return {
+        "source": "file",
         "path": str(path.absolute()),
         "exists": True,
         "spans": spans,
@@ -267,6 +268,8 @@ def test_the_graph_shows_the_path_the_run_took_with_each_node_timing(recorded, v
     ran = ("Fetch", "Score", "Analyze", "Decide", "Review")
     assert graph == {
         "span_id": root["spanId"],
+        "span_ids": [root["spanId"]],
+        "runs": 1,
         "workflow": "ReportFlow",
         "truncated": False,
         "nodes": [
@@ -282,11 +285,11 @@ def test_the_graph_shows_the_path_the_run_took_with_each_node_timing(recorded, v
             for index, name in enumerate(STEPS)
         ],
         "edges": [
-            {"source": "0", "target": "1", "action": "default", "taken": True},
-            {"source": "1", "target": "2", "action": "default", "taken": True},
-            {"source": "2", "target": "3", "action": "default", "taken": True},
-            {"source": "3", "target": "4", "action": "publish", "taken": False},
-            {"source": "3", "target": "5", "action": "review", "taken": True},
+            {"source": "0", "target": "1", "action": "default", "runs": 1, "taken": True},
+            {"source": "1", "target": "2", "action": "default", "runs": 1, "taken": True},
+            {"source": "2", "target": "3", "action": "default", "runs": 1, "taken": True},
+            {"source": "3", "target": "4", "action": "publish", "runs": 0, "taken": False},
+            {"source": "3", "target": "5", "action": "review", "runs": 1, "taken": True},
         ],
         "routing_misses": [],
     }
@@ -320,7 +323,7 @@ def test_a_failed_run_has_its_exception_and_a_routing_miss_is_flagged(recorded, 
         "expected": ["publish", "review"],
     }
     assert decide["routing_miss"] == miss
-    assert missed_trace["graphs"][0]["routing_misses"] == [miss]
+    assert missed_trace["graphs"][0]["routing_misses"] == [{**miss, "node_id": "3"}]
     assert [e["taken"] for e in missed_trace["graphs"][0]["edges"]] == [
         True,
         True,

@@ -1,7 +1,10 @@
 """The viewer in a real headless Chromium: the runs page, one run, the workflows page.
 
 The server is ``reasonflow-otel ui`` itself, over a trace file from real instrumented
-PocketFlow runs. Each test saves a screenshot in its temporary directory.
+PocketFlow runs, or from the examples run as the README says. Each test saves a screenshot
+in its temporary directory; the docs' pictures of the viewer are these screenshots of the
+examples' runs (``UPDATE_DOCS_SCREENSHOTS=1 pytest tests/test_viewer_browser.py`` writes
+them to docs/images).
 """
 
 from __future__ import annotations
@@ -12,9 +15,15 @@ import pocketflow
 import pytest
 from opentelemetry.exporter.otlp.json.file import FileSpanExporter
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from support.browser import headless_chromium
+from support.browser import headless_chromium, screenshot
 from support.otlp_files import otlp_json
-from support.viewer import get_indexed, record_runs, running_viewer, viewer_process
+from support.viewer import (
+    get_indexed,
+    record_example,
+    record_runs,
+    running_viewer,
+    viewer_process,
+)
 
 WAIT_SECONDS = 30
 
@@ -27,6 +36,21 @@ def trace_file(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def viewer_url(trace_file, tmp_path_factory):
     with viewer_process("--file", str(trace_file), cwd=tmp_path_factory.mktemp("cwd")) as url:
+        get_indexed(url + "api/traces")
+        yield url
+
+
+@pytest.fixture(scope="module")
+def examples_file(tmp_path_factory) -> Path:
+    """Both examples, run as the README says, into one trace file (no service name set)."""
+    directory = tmp_path_factory.mktemp("examples")
+    record_example(directory, "support_triage.py")
+    return record_example(directory, "burr_research_assistant.py")
+
+
+@pytest.fixture(scope="module")
+def examples_viewer(examples_file, tmp_path_factory):
+    with viewer_process("--file", str(examples_file), cwd=tmp_path_factory.mktemp("cwd")) as url:
         get_indexed(url + "api/traces")
         yield url
 
@@ -82,7 +106,7 @@ def test_the_runs_page_lists_every_trace(browser, viewer_url, trace_file, tmp_pa
         for root, status in zip(roots, ["error", "ok", "ok", "ok"], strict=True)
     ]
     assert browser.find_element("id", "file-state").text.startswith("4 traces · ")
-    browser.save_screenshot(str(tmp_path / "runs.png"))
+    screenshot(browser, "runs.png", tmp_path)
     assert console_errors(browser) == []
 
     from selenium.webdriver.common.keys import Keys
@@ -162,7 +186,7 @@ def test_clicking_a_run_shows_its_waterfall_and_the_path_it_took(
     assert panel.find_element("css selector", "h2").text == "Review"
     assert "review fell back to a manual review" in panel.text
     assert "manual review" in panel.find_element("css selector", ".kv-table.payloads").text
-    browser.save_screenshot(str(tmp_path / "run.png"))
+    screenshot(browser, "run.png", tmp_path)
     assert console_errors(browser) == []
 
 
@@ -179,7 +203,7 @@ def test_the_workflows_page_shows_the_bottleneck(browser, viewer_url, tmp_path):
     assert len(card.find_elements("css selector", ".trend rect.trend-bar")) == 4
     assert len(card.find_elements("css selector", ".trend rect.trend-bar.error")) == 1
     assert browser.find_element("css selector", 'tr[data-error-type="RuntimeError"]').text
-    browser.save_screenshot(str(tmp_path / "workflows.png"))
+    screenshot(browser, "workflows.png", tmp_path)
     assert console_errors(browser) == []
 
 
@@ -248,5 +272,97 @@ def test_a_large_batch_is_folded_but_keeps_its_eventful_items(browser, make_tele
         expanded = wait_for(browser, ".wf-row[data-span-id]", count=17)
         assert not browser.find_elements("css selector", ".wf-more")
         assert [row.get_attribute("data-name") for row in expanded[2:]] == ["Enrich item"] * 15
-        browser.save_screenshot(str(tmp_path / "batch.png"))
+        screenshot(browser, "batch.png", tmp_path)
         assert console_errors(browser) == []
+
+
+def fan_out_trace_id(trace_file: Path) -> str:
+    """The Burr example's run that looked three queries up, one sub-application each."""
+    return next(
+        span["traceId"]
+        for span in otlp_json(trace_file, "spans")
+        if span["name"] == "invoke_workflow lookup"
+    )
+
+
+def test_a_sub_flow_run_three_times_is_one_graph_with_its_visit_count(
+    browser, examples_viewer, examples_file, tmp_path
+):
+    browser.get(f"{examples_viewer}#/run/{fan_out_trace_id(examples_file)}")
+
+    wait_for(browser, 'figure.graph-box[data-workflow="lookup"]')
+    panels = wait_for(browser, "figure.graph-box", count=2)
+
+    assert [panel.get_attribute("data-workflow") for panel in panels] == ["plan", "lookup"]
+    plan, lookup = panels
+    assert lookup.get_attribute("data-runs") == "3"
+    assert lookup.find_element("css selector", "figcaption").text == (
+        "lookup · ran 3 times in this run (counts are totals)"
+    )
+    [node] = lookup.find_elements("css selector", "g.graph-node")
+    assert node.get_attribute("data-runs") == "3"
+    assert node.text.splitlines()[1].startswith("×3 · ")
+    research = plan.find_element("css selector", 'g.graph-edge[data-action="default"]')
+    assert research.get_attribute("data-taken") == "true"
+    assert research.text == "×1"
+    assert _dashes(research) == "none"
+    screenshot(browser, "viewer.png", tmp_path)
+    assert console_errors(browser) == []
+
+
+def test_an_edge_that_never_ran_is_dashed_even_when_the_engine_would_take_it_next(
+    browser, examples_viewer, examples_file
+):
+    """The "hello" run halted before draft: answer_directly's edge to it never ran."""
+    direct = next(
+        span for span in otlp_json(examples_file, "spans") if span["name"] == "answer_directly"
+    )
+    browser.get(f"{examples_viewer}#/run/{direct['traceId']}")
+
+    wait_for(browser, f'.wf-row[data-span-id="{direct["spanId"]}"]')  # this run's page
+    edges = wait_for(browser, "svg.flow-graph g.graph-edge", count=5)
+
+    drawn = {
+        (e.get_attribute("data-source"), e.get_attribute("data-action")): (
+            e.get_attribute("data-taken"),
+            _dashes(e),
+        )
+        for e in edges
+    }
+    taken, not_taken = ("true", "none"), ("false", "4px, 3px")
+    assert drawn == {
+        ("0", "len(queries) == 0"): taken,  # plan -> answer_directly
+        ("0", "default"): not_taken,  # plan -> research: the default, not what ran
+        ("1", "default"): not_taken,
+        ("2", "default"): not_taken,
+        ("3", "default"): not_taken,  # answer_directly -> draft: draft ran in another trace
+    }
+    nodes = browser.find_elements("css selector", "svg.flow-graph g.graph-node")
+    assert {n.get_attribute("data-name"): n.get_attribute("data-taken") for n in nodes} == {
+        "plan": "true",
+        "research": "false",
+        "cite": "false",
+        "answer_directly": "true",
+        "draft": "false",
+    }
+    assert console_errors(browser) == []
+
+
+def _dashes(edge) -> str:
+    """The drawn dash pattern of an edge's line: ``none`` for a solid line."""
+    return edge.find_element("css selector", "path").value_of_css_property("stroke-dasharray")
+
+
+def test_the_docs_pictures_of_the_runs_and_workflows_pages(browser, examples_viewer, tmp_path):
+    browser.get(examples_viewer)
+    rows = wait_for(browser, "tr[data-trace-id]", count=7)
+    services = {row.find_elements("css selector", "td")[3].text for row in rows}
+    assert services == {"support_triage", "burr_research_assistant"}
+    screenshot(browser, "viewer-runs.png", tmp_path)
+
+    browser.get(examples_viewer + "#/workflows")
+    [plan] = wait_for(browser, '.workflow[data-workflow="plan"]')
+    assert len(plan.find_elements("css selector", ".trend rect.trend-bar")) == 5
+    browser.execute_script("arguments[0].scrollIntoView()", plan)
+    screenshot(browser, "viewer-workflows.png", tmp_path)
+    assert console_errors(browser) == []

@@ -22,8 +22,9 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
+from reasonflow_otel import semconv
 from reasonflow_otel.instrumentation import callables
-from reasonflow_otel.recorder import NodeInfo, Recorder, Run, current_run
+from reasonflow_otel.recorder import NodeInfo, Run, current_run
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -74,11 +75,10 @@ class step:  # lower case: used like a function, ``with reasonflow_otel.step(...
     innermost run, e.g. inside a ``@node`` function.
     """
 
-    __slots__ = ("_error", "_info", "_recorder", "_run")
+    __slots__ = ("_error", "_info", "_run")
 
     def __init__(self, name: str, category: str | None = None) -> None:
         self._info: NodeInfo | None = callables.describe_step(name, category)
-        self._recorder: Recorder | None = None
         self._run: Run | None = None
         self._error: BaseException | None = None
 
@@ -91,16 +91,14 @@ class step:  # lower case: used like a function, ``with reasonflow_otel.step(...
         """
         handle = cls.__new__(cls)
         handle._info = handle._error = None
-        handle._recorder = callables.active_recorder()
-        handle._run = current_run() if handle._recorder is not None else None
+        handle._run = current_run() if callables.active_recorder() is not None else None
         return handle
 
     # --- The block ---------------------------------------------------------------------
 
     def __enter__(self) -> step:
-        started = callables.start(self._info) if self._info is not None else None
-        if started is not None:
-            self._recorder, self._run = started
+        if self._info is not None:
+            self._run = callables.start(self._info)
         return self
 
     def __exit__(
@@ -109,10 +107,10 @@ class step:  # lower case: used like a function, ``with reasonflow_otel.step(...
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if self._info is None or self._run is None or self._recorder is None:
+        if self._info is None or self._run is None:
             return
         run, self._run = self._run, None
-        callables.end(self._recorder, run, error or self._error)
+        callables.end(run, error or self._error)
 
     async def __aenter__(self) -> step:
         return self.__enter__()
@@ -132,13 +130,13 @@ class step:  # lower case: used like a function, ``with reasonflow_otel.step(...
         self.set_attributes({key: value})
 
     def set_attributes(self, attributes: Mapping[str, Any]) -> None:
-        if self._run is not None and self._recorder is not None:
-            self._recorder.set_attributes(self._run, attributes)
+        if self._run is not None:
+            self._run.set_attributes(attributes)
 
     def set_result(self, value: Any) -> None:
         """The block's result, recorded like an exec result when capture asks for it."""
-        if self._run is not None and self._recorder is not None:
-            self._recorder.capture(self._run, "exec", value)
+        if self._run is not None:
+            self._run.capture("exec", semconv.NODE_EXEC_RESULT, value)
 
     def set_error(self, error: BaseException) -> None:
         """End this run failed with ``error``, which the code handled instead of raising."""
@@ -146,5 +144,5 @@ class step:  # lower case: used like a function, ``with reasonflow_otel.step(...
 
     def retry(self, error: BaseException) -> None:
         """An attempt failed with ``error`` and is tried again: a retry event and count."""
-        if self._run is not None and self._recorder is not None:
-            self._recorder.attempt_failed(self._run, self._run.attempts + 1, error)
+        if self._run is not None:  # the attempt that failed, then the next one
+            self._run.attempt(max(self._run.attempts, 1) + 1, failed=error)

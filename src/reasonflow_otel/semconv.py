@@ -15,6 +15,11 @@ from typing import Final
 OPERATION_INVOKE_WORKFLOW: Final = "invoke_workflow"
 
 
+def phase_duration(phase: str) -> str:
+    """``reasonflow.node.{phase}.duration``: how long one phase of a node run took."""
+    return f"reasonflow.node.{phase}.duration"
+
+
 def flow_span_name(flow_name: str) -> str:
     """`invoke_workflow {FlowName}`, the GenAI convention for a workflow run."""
     return f"{OPERATION_INVOKE_WORKFLOW} {flow_name}"

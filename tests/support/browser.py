@@ -8,12 +8,20 @@ networking, so it never reaches beyond the loopback server under test.
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from support.processes import REPOSITORY
 from support.prometheus import find_binary
 
 INSTALL_HINT = "apt-get install -y chromium chromium-driver"
+# The docs' pictures of the viewer, each taken by a browser test from the real viewer on the
+# examples' runs. `UPDATE_DOCS_SCREENSHOTS=1 pytest tests/test_viewer_browser.py` writes them.
+DOCS_IMAGES = REPOSITORY / "docs" / "images"
+DOCS_SCREENSHOTS = ("viewer.png", "viewer-runs.png", "viewer-workflows.png")
+UPDATE_VARIABLE = "UPDATE_DOCS_SCREENSHOTS"
 CHROMIUM_FLAGS = (
     "--headless",
     "--no-sandbox",
@@ -45,3 +53,13 @@ def headless_chromium(profile: Path) -> Iterator[object]:
         yield driver
     finally:
         driver.quit()
+
+
+def screenshot(driver, name: str, directory: Path) -> Path:
+    """Save the page as ``directory/name``; a docs picture is also written to docs/images
+    when ``UPDATE_DOCS_SCREENSHOTS=1``."""
+    path = directory / name
+    driver.save_screenshot(str(path))
+    if name in DOCS_SCREENSHOTS and os.environ.get(UPDATE_VARIABLE) == "1":
+        shutil.copyfile(path, DOCS_IMAGES / name)
+    return path

@@ -22,7 +22,7 @@ import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 import yaml
@@ -51,11 +51,15 @@ def find_binary(name: str, install_hint: str = INSTALL_HINT) -> str:
     """
     path = shutil.which(name)
     if path is None:
-        message = f"`{name}` is not installed. Install it with `{install_hint}` (Debian)."
-        if os.environ.get("CI"):
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+        unavailable(f"`{name}` is not installed. Install it with `{install_hint}` (Debian).")
     return path
+
+
+def unavailable(message: str) -> NoReturn:
+    """A binary the test needs is missing: a failure in CI (``CI`` set), else a skip."""
+    if os.environ.get("CI"):
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
 
 
 def run_promtool(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

@@ -18,6 +18,7 @@ from reasonflow_otel.local.viewer.server import ViewerServer
 from support.processes import BIN, REPOSITORY, clean_environment, run_program, stop_process
 
 VIEWER_APP = REPOSITORY / "tests" / "apps" / "viewer_app.py"
+EXAMPLES = REPOSITORY / "examples"
 SERVICE = "report-service"
 URL = re.compile(r"http://\S+/")
 
@@ -32,6 +33,16 @@ def record_runs(directory: Path) -> Path:
         directory,
         OTEL_SERVICE_NAME=SERVICE,
         REASONFLOW_OTEL_CAPTURE="exec,post",
+    )
+    return directory / ".reasonflow-otel" / "traces.jsonl"
+
+
+def record_example(directory: Path, example: str) -> Path:
+    """Run ``examples/EXAMPLE`` under opentelemetry-instrument in ``directory``, as the
+    README says (no service name set); returns the trace file it wrote."""
+    run_program(
+        [str(BIN / "opentelemetry-instrument"), sys.executable, str(EXAMPLES / example)],
+        directory,
     )
     return directory / ".reasonflow-otel" / "traces.jsonl"
 

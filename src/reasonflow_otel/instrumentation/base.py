@@ -17,7 +17,8 @@ from opentelemetry import metrics, trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
 from reasonflow_otel.instrumentation import threads
-from reasonflow_otel.recorder import Recorder
+from reasonflow_otel.recorder import Recorder, histograms
+from reasonflow_otel.sdk.workers import top_level_run_ended
 from reasonflow_otel.settings import Settings, load_settings
 from reasonflow_otel.version import __version__
 
@@ -40,7 +41,14 @@ class EngineInstrumentor(BaseInstrumentor, ABC):
         )
         # One meter for every engine: the instruments are the same, the engine is an attribute.
         meter = metrics.get_meter(METER_SCOPE, __version__, kwargs.get("meter_provider"))
-        self._wrap(Recorder(tracer, meter, settings))
+        recorder = Recorder(
+            tracer,
+            meter,
+            settings,
+            fast_paths=histograms,  # the SDK's fast paths, isolated in one module
+            top_level_run_ended=top_level_run_ended,
+        )
+        self._wrap(recorder)
         threads.hold()
 
     def _uninstrument(self, **kwargs: Any) -> None:

@@ -23,6 +23,13 @@ multi-step and async variants                   final item
 and the async variants                          the action's span
 ==============================================  ============================================
 
+An action's successor is the one Burr itself resolves (``Graph.get_next_node``,
+observed): Burr resolves it right after the step, before the next one or before
+halting, and the action's span, ended then, takes it at the time the step
+ended. Nothing here evaluates a transition condition: a successor Burr never
+resolves during the run is left out, unless the graph fixes it (no transition
+out: the end; an unconditional first transition: its target).
+
 Sub-applications (``MapStates``, ``MapActions``, ``SubGraphTask``, any app run
 inside an action) nest under the action that runs them: the action's run is
 current, ``asyncio.gather`` copies it into each task, and the thread context
@@ -31,16 +38,19 @@ brought along by the base instrumentor carries it into Burr's thread pool.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import importlib
+import inspect
 import weakref
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any, NamedTuple
 
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled, unwrap
 from wrapt import wrap_function_wrapper
 
 from reasonflow_otel import semconv
-from reasonflow_otel.guard import report_internal_error
+from reasonflow_otel.guard import report_internal_error, safe_str
 from reasonflow_otel.instrumentation.base import EngineInstrumentor
 from reasonflow_otel.recorder import (
     BoundedCache,
@@ -49,12 +59,8 @@ from reasonflow_otel.recorder import (
     NodeInfo,
     Recorder,
     Run,
-    TracedAsyncStepIterator,
-    TracedStepIterator,
-    current,
     current_run,
-    traced_async_generator,
-    traced_generator,
+    wrap,
 )
 
 ENGINE = "burr"
@@ -62,32 +68,38 @@ _instruments = ("apache-burr >= 0.40, < 0.50",)
 
 _APPLICATION = "burr.core.application"
 _ACTION = "burr.core.action"
+_GRAPH = "burr.core.graph"
 _TRACING = "burr.visibility.tracing"
-# (module, attribute, adapter method) for every wrapper.
+_CALLS = ("Application.run", "Application.step", "Application.arun", "Application.astep")
+_ITERATIONS = (
+    ("Application.iterate", "iterate"),
+    ("Application.stream_iterate", "iterate"),
+    ("Application.aiterate", "aiterate"),
+    ("Application.astream_iterate", "aiterate"),
+)
+_STREAMED_STEPS = (
+    "_run_single_step_streaming_action",
+    "_run_multi_step_streaming_action",
+    "_arun_single_step_streaming_action",
+    "_arun_multi_step_streaming_action",
+)
+# Every (module, attribute) wrapped, for ``uninstrument()``.
 _TARGETS = (
-    (_APPLICATION, "Application.run", "call"),
-    (_APPLICATION, "Application.step", "call"),
-    (_APPLICATION, "Application.arun", "call_async"),
-    (_APPLICATION, "Application.astep", "call_async"),
-    (_APPLICATION, "Application.iterate", "iteration"),
-    (_APPLICATION, "Application.stream_iterate", "iteration"),
-    (_APPLICATION, "Application.aiterate", "async_iteration"),
-    (_APPLICATION, "Application.astream_iterate", "async_iteration"),
-    (_APPLICATION, "Application.stream_result", "stream"),
-    (_APPLICATION, "Application.astream_result", "stream_async"),
-    (_APPLICATION, "Application._step", "step"),
-    (_APPLICATION, "Application._astep", "step_async"),
-    (_APPLICATION, "Application._process_inputs", "inputs"),
-    (_APPLICATION, "_run_single_step_streaming_action", "streamed_step"),
-    (_APPLICATION, "_run_multi_step_streaming_action", "streamed_step"),
-    (_APPLICATION, "_arun_single_step_streaming_action", "streamed_step_async"),
-    (_APPLICATION, "_arun_multi_step_streaming_action", "streamed_step_async"),
-    (_ACTION, "StreamingResultContainer.__init__", "container"),
-    (_ACTION, "AsyncStreamingResultContainer.__init__", "container_async"),
-    (_TRACING, "ActionSpanTracer.__enter__", "span_enter"),
-    (_TRACING, "ActionSpanTracer.__exit__", "span_exit"),
-    (_TRACING, "ActionSpanTracer.__aenter__", "span_enter_async"),
-    (_TRACING, "ActionSpanTracer.__aexit__", "span_exit_async"),
+    *((_APPLICATION, name) for name in _CALLS),
+    *((_APPLICATION, name) for name, _ in _ITERATIONS),
+    (_APPLICATION, "Application.stream_result"),
+    (_APPLICATION, "Application.astream_result"),
+    (_APPLICATION, "Application._step"),
+    (_APPLICATION, "Application._astep"),
+    (_APPLICATION, "Application._process_inputs"),
+    (_GRAPH, "Graph.get_next_node"),
+    *((_APPLICATION, name) for name in _STREAMED_STEPS),
+    (_ACTION, "StreamingResultContainer.__init__"),
+    (_ACTION, "AsyncStreamingResultContainer.__init__"),
+    (_TRACING, "ActionSpanTracer.__enter__"),
+    (_TRACING, "ActionSpanTracer.__exit__"),
+    (_TRACING, "ActionSpanTracer.__aenter__"),
+    (_TRACING, "ActionSpanTracer.__aexit__"),
 )
 
 
@@ -102,12 +114,10 @@ class BurrInstrumentor(EngineInstrumentor):
         return _instruments
 
     def _wrap(self, recorder: Recorder) -> None:
-        adapter = _BurrAdapter(recorder)
-        for module, name, method in _TARGETS:
-            wrap_function_wrapper(module, name, getattr(adapter, method))
+        _BurrAdapter(recorder).install()
 
     def _unwrap(self) -> None:
-        for module, name, _ in _TARGETS:
+        for module, name in _TARGETS:
             owner_path, _, attribute = name.rpartition(".")
             owner: Any = importlib.import_module(module)
             if owner_path:
@@ -120,7 +130,9 @@ class _BurrAdapter:
 
     def __init__(self, recorder: Recorder) -> None:
         self._recorder = recorder
-        self._captures_state = "state" in recorder.captured_phases
+        self._captures_state = recorder.captures("state")
+        self._names_changed_keys = recorder.settings.state_key_names
+        self._partition_key_mode = recorder.settings.partition_key
         self._application_name = recorder.settings.burr_application_name
         self._infos: BoundedCache[tuple[str, str, str], NodeInfo] = BoundedCache()
         # What each action is, described once per action object (apps copy their actions).
@@ -131,98 +143,98 @@ class _BurrAdapter:
         self._steps: dict[tuple[str, int | None], Run] = {}
         # Apps inside ``_step``/``_astep`` whose action's run opens at ``_process_inputs``.
         self._pending: dict[Any, _PendingStep] = {}
+        # Per app, the last step whose successor Burr has not resolved yet.
+        self._unresolved: weakref.WeakKeyDictionary[Any, _Unresolved] = weakref.WeakKeyDictionary()
+
+    def install(self) -> None:
+        app_call = {"end": self._end_call, "fail": self._fail_call}
+        for name in _CALLS:
+            wrap(_APPLICATION, name, self._begin_call, **app_call)
+        for name, shape in _ITERATIONS:
+            wrap(
+                _APPLICATION,
+                name,
+                self._begin_iteration,
+                self._end_app,
+                self._fail_app,
+                shape=shape,
+                item=self._handed_out,
+            )
+        for name in ("Application.stream_result", "Application.astream_result"):
+            wrap(_APPLICATION, name, self._begin_stream, self._end_stream, self._fail_call)
+        for name in ("Application._step", "Application._astep"):
+            wrap(_APPLICATION, name, self._begin_step, self._end_step, self._fail_step)
+        wrap(_APPLICATION, "Application._process_inputs", self._inputs, gate=self._pending.__len__)
+        wrap(
+            _GRAPH,
+            "Graph.get_next_node",
+            self._resolving,
+            self._resolved,
+            _ignore,
+            gate=self._awaits,
+        )
+        for name in _STREAMED_STEPS:  # the generator is replaced: wrapt itself, no bracket
+            wrap_function_wrapper(_APPLICATION, name, self._streamed_step)
+        for name, built in (
+            ("StreamingResultContainer.__init__", self._container_built),
+            ("AsyncStreamingResultContainer.__init__", self._async_container_built),
+        ):
+            wrap(_ACTION, name, _itself, built, _ignore, gate=_always)
+        for name in ("ActionSpanTracer.__enter__", "ActionSpanTracer.__aenter__"):
+            wrap(_TRACING, name, self._user_span_entering, self._open_user_span, _ignore)
+        for name in ("ActionSpanTracer.__exit__", "ActionSpanTracer.__aexit__"):
+            wrap(_TRACING, name, self._close_user_span, gate=_always)
 
     # --- Application runs: the outermost public call on an app ------------------------
 
-    def call(self, wrapped: Any, app: Any, args: tuple, kwargs: dict) -> Any:
+    def _begin_call(self, app: Any, args: tuple, kwargs: dict) -> _AppCall | None:
         if _is_run_of(current_run(), app):  # an inner call (``iterate`` calling ``step``)
-            return wrapped(*args, **kwargs)
+            return None
         spawner = self._spawner(app)
-        if spawner is not None:
-            with current(spawner):
-                return self._call(wrapped, app, args, kwargs)
-        return self._call(wrapped, app, args, kwargs)
-
-    def _call(self, wrapped: Any, app: Any, args: tuple, kwargs: dict) -> Any:
+        scope = _entered(spawner.current()) if spawner is not None else None
         run = self._start_app(app, attach=True)
         if run is None:
-            return wrapped(*args, **kwargs)
-        try:
-            result = wrapped(*args, **kwargs)
-        except BaseException as error:
-            self._recorder.finish(run, error=error)
-            raise
-        self._finish_app(run, app)
-        return result
+            _leave(scope)
+            return None
+        return _AppCall(run, scope)
 
-    async def call_async(self, wrapped: Any, app: Any, args: tuple, kwargs: dict) -> Any:
-        run = self._start_app(app, attach=True)
-        if run is None:
-            return await wrapped(*args, **kwargs)
-        try:
-            result = await wrapped(*args, **kwargs)
-        except BaseException as error:
-            self._recorder.finish(run, error=error)
-            raise
-        self._finish_app(run, app)
-        return result
+    def _end_call(self, call: _AppCall, result: Any) -> None:
+        self._finish_app(call.run)
+        _leave(call.scope)
 
-    def iteration(self, wrapped: Any, app: Any, args: tuple, kwargs: dict) -> Any:
-        return self._traced_iteration(app, wrapped(*args, **kwargs))
+    def _fail_call(self, call: _AppCall, error: BaseException) -> None:
+        self._finish_app(call.run, error)
+        _leave(call.scope)
 
-    def async_iteration(self, wrapped: Any, app: Any, args: tuple, kwargs: dict) -> Any:
-        return self._traced_async_iteration(app, wrapped(*args, **kwargs))
+    def _begin_iteration(self, app: Any, args: tuple, kwargs: dict) -> Run | None:
+        """The run covers the whole iteration, from its first step."""
+        return self._start_app(app, attach=True)
 
-    def _traced_iteration(self, app: Any, generator: Any) -> Any:
-        """The run starts at the first step: a generator never started leaves nothing open."""
+    def _handed_out(self, run: Run, item: Any) -> None:
+        """A step goes to the consumer, who may keep the iteration paused: its span ends
+        now, without a successor Burr would resolve only when the consumer resumes."""
+        self._settle(run.owner)
+
+    def _end_app(self, run: Run, result: Any) -> None:
+        self._finish_app(run)
+
+    def _fail_app(self, run: Run, error: BaseException) -> None:
+        self._finish_app(run, error)
+
+    def _begin_stream(self, app: Any, args: tuple, kwargs: dict) -> _AppCall | None:
+        """``stream_result``: the run goes on in the stream it returns."""
         run = self._start_app(app, attach=False)
-        if run is not None:
-            generator = traced_generator(self._recorder, run, generator)
-        return (yield from generator)
+        return None if run is None else _AppCall(run, _entered(run.current()))
 
-    async def _traced_async_iteration(self, app: Any, generator: Any) -> Any:
-        run = self._start_app(app, attach=False)
-        if run is not None:
-            generator = traced_async_generator(self._recorder, run, generator)
-        try:
-            async for item in generator:
-                yield item
-        finally:
-            await generator.aclose()  # closed early: the run ends now, not at loop shutdown
-
-    def stream(self, wrapped: Any, app: Any, args: tuple, kwargs: dict) -> Any:
-        run = self._start_app(app, attach=False)
-        if run is None:
-            return wrapped(*args, **kwargs)
-        try:
-            with current(run):
-                result = wrapped(*args, **kwargs)
-        except BaseException as error:
-            self._recorder.finish(run, error=error)
-            raise
-        self._hand_to_stream(run, app, result)
-        return result
-
-    async def stream_async(self, wrapped: Any, app: Any, args: tuple, kwargs: dict) -> Any:
-        run = self._start_app(app, attach=False)
-        if run is None:
-            return await wrapped(*args, **kwargs)
-        try:
-            with current(run):
-                result = await wrapped(*args, **kwargs)
-        except BaseException as error:
-            self._recorder.finish(run, error=error)
-            raise
-        self._hand_to_stream(run, app, result)
-        return result
-
-    def _hand_to_stream(self, run: Run, app: Any, result: Any) -> None:
+    def _end_stream(self, call: _AppCall, result: Any) -> None:
         """A streamed action ends the run with its last item; anything else ends it now."""
+        _leave(call.scope)
         steps = getattr(_second(result), "streaming_result_generator", None)
-        if isinstance(steps, (TracedStepIterator, TracedAsyncStepIterator)):
-            steps.end.then(lambda state, error: self._finish_app(run, app, error, state))
+        if isinstance(steps, _TracedSteps):
+            run = call.run
+            steps.end.then(lambda state, error: self._finish_app(run, error, state))
         else:
-            self._finish_app(run, app)
+            self._finish_app(call.run)
 
     def _spawner(self, app: Any) -> Run | None:
         """The step that spawned ``app`` when the context lost it: an executor thread that
@@ -237,82 +249,72 @@ class _BurrAdapter:
             return None
         try:
             info = self._app_info(app)
-            run = self._recorder.start(
-                info,
-                app,
-                start_attributes=self._recorder.identity_attributes(app.uid, app.partition_key),
-                graph=lambda: _graph(app),
-                attach=attach,
-            )
+            attributes = self._identity_attributes(app.uid, app.partition_key)
         except Exception as error:
             report_internal_error("describing a Burr application", error)
             return None
-        if self._captures_state:
-            self._recorder.capture_state(run, _user_state(app.state), ended=False)
+        run = self._recorder.begin(
+            info, app, attributes=attributes, graph=lambda: _graph(app), attach=attach
+        )
+        if run is not None and self._captures_state:
+            run.capture("state", semconv.STATE_BEFORE, _user_state(app.state))
         return run
 
-    def _finish_app(
-        self, run: Run, app: Any, error: BaseException | None = None, state: Any = None
-    ) -> None:
+    def _finish_app(self, run: Run, error: BaseException | None = None, state: Any = None) -> None:
         """``state``: the final one when a stream ends (Burr stores it in the app just after)."""
-        if self._captures_state and error is None:
-            self._recorder.capture_state(run, _user_state(app.state if state is None else state))
-        self._recorder.finish(run, error=error)
+        app = run.owner
+        self._settle(app)
+        if error is not None:
+            run.fail(error)
+            return
+        if self._captures_state:
+            run.capture(
+                "state", semconv.STATE_AFTER, _user_state(app.state if state is None else state)
+            )
+        run.end()
+
+    def _identity_attributes(self, app_id: str, partition_key: str | None) -> dict[str, Any]:
+        """The app's id, and its partition key as ``REASONFLOW_OTEL_PARTITION_KEY`` allows."""
+        attributes: dict[str, Any] = {semconv.APP_ID: app_id}
+        mode = self._partition_key_mode
+        if partition_key is not None and mode == "raw":
+            attributes[semconv.APP_PARTITION_KEY] = partition_key
+        elif partition_key is not None and mode == "hash":
+            digest = hashlib.sha256(partition_key.encode()).hexdigest()
+            attributes[semconv.APP_PARTITION_KEY_HASH] = digest
+        return attributes
 
     # --- Actions ---------------------------------------------------------------------------
 
-    def step(self, wrapped: Any, app: Any, args: tuple, kwargs: dict) -> Any:
-        pending = self._begin_step(app)
-        if pending is None:
-            return wrapped(*args, **kwargs)
-        try:
-            outcome = wrapped(*args, **kwargs)
-        except BaseException as error:
-            self._end_step(pending, app, None, error)
-            raise
-        self._end_step(pending, app, outcome, None)
-        return outcome
-
-    async def step_async(self, wrapped: Any, app: Any, args: tuple, kwargs: dict) -> Any:
-        pending = self._begin_step(app)
-        if pending is None:
-            return await wrapped(*args, **kwargs)
-        try:
-            outcome = await wrapped(*args, **kwargs)
-        except BaseException as error:
-            self._end_step(pending, app, None, error)
-            raise
-        self._end_step(pending, app, outcome, None)
-        return outcome
-
-    def inputs(self, wrapped: Any, app: Any, args: tuple, kwargs: dict) -> Any:
-        """``_process_inputs(inputs, action)``: the first sight of the action a step runs."""
-        pending = self._pending.get(app)
-        if pending is not None and pending.step is None:
-            action = args[1] if len(args) > 1 else kwargs.get("action")
-            pending.step = self._open_step(app, action, attach=True)
-        return wrapped(*args, **kwargs)
-
-    def _begin_step(self, app: Any) -> _PendingStep | None:
+    def _begin_step(self, app: Any, args: tuple, kwargs: dict) -> _PendingStep | None:
         """``_step`` or ``_astep`` is about to choose an action and run it.
 
         The action's run opens when Burr hands the chosen action to ``_process_inputs``,
         so transition conditions are evaluated by Burr alone, as often as without us.
         None when ``_astep`` hands a sync action to ``_step``: that is the same step.
         """
-        if not is_instrumentation_enabled() or app in self._pending:
+        if app in self._pending:
             return None
-        pending = self._pending[app] = _PendingStep()
+        pending = self._pending[app] = _PendingStep(app)
         return pending
 
-    def _end_step(
-        self, pending: _PendingStep, app: Any, outcome: Any, error: BaseException | None
-    ) -> None:
-        self._pending.pop(app, None)
-        step = pending.step
-        if step is not None:
+    def _end_step(self, pending: _PendingStep, outcome: Any) -> None:
+        self._pending.pop(pending.app, None)
+        if pending.step is not None:
             state = outcome[2] if isinstance(outcome, tuple) and len(outcome) == 3 else None
-            self._step_done(step, app, state, error)
+            self._step_done(pending.step, pending.app, state, None)
+
+    def _fail_step(self, pending: _PendingStep, error: BaseException) -> None:
+        self._pending.pop(pending.app, None)
+        if pending.step is not None:
+            self._step_done(pending.step, pending.app, None, error)
+
+    def _inputs(self, app: Any, args: tuple, kwargs: dict) -> None:
+        """``_process_inputs(inputs, action)``: the first sight of the action a step runs."""
+        pending = self._pending.get(app)
+        if pending is not None and pending.step is None:
+            action = args[1] if len(args) > 1 else kwargs.get("action")
+            pending.step = self._open_step(app, action, attach=True)
 
     def _open_step(self, app: Any, action: Any, *, attach: bool) -> _ActionStep | None:
         try:
@@ -326,11 +328,11 @@ class _BurrAdapter:
         except Exception as error:
             report_internal_error("describing a Burr action", error)
             return None
-        run = self._recorder.start(
+        run = self._recorder.begin(
             action_description.info,
             app,
             node_key=action_description.info.name,
-            start_attributes=attributes,
+            attributes=attributes,
             attach=attach,
         )
         if run is None:
@@ -345,31 +347,67 @@ class _BurrAdapter:
         run = step.run
         if self._steps.get(step.key) is run:
             del self._steps[step.key]
-        successor = None
-        if error is None and state is not None and run.span.is_recording():
-            self._recorder.state_changed(run, step.action.writes)
-            if self._captures_state:
-                self._recorder.capture_state(run, _user_state(state))
-            successor = _successor(app, run.info.name, state)
-        self._recorder.finish(run, error=error, successor=successor)
+        if error is not None:
+            run.fail(error)
+            return
+        if state is None or not run.recording:
+            run.end()
+            return
+        self._state_changed(run, step.action.writes)
+        if self._captures_state:
+            run.capture("state", semconv.STATE_AFTER, _user_state(state))
+        successor = _fixed_successor(app, run.info.name)
+        if successor is not None:
+            run.end(successor=successor)
+            return
+        self._settle(app)
+        self._unresolved[app] = _Unresolved(run, run.info.name, state)
+        run.end(successor_later=True)
+
+    def _state_changed(self, run: Run, changed_keys: tuple[str, ...]) -> None:
+        """A ``gen_ai.execution.state.changed`` event: how many keys, and (opt-in) which."""
+        attributes: dict[str, Any] = {semconv.STATE_CHANGED_COUNT: len(changed_keys)}
+        if self._names_changed_keys:
+            attributes[semconv.STATE_CHANGED_KEYS] = [safe_str(key) for key in changed_keys]
+        run.add_event(semconv.EVENT_STATE_CHANGED, attributes)
+
+    # --- Successors: what Burr itself resolves after a step ------------------------------------
+
+    def _awaits(self) -> bool:
+        return bool(self._unresolved)
+
+    def _resolving(self, graph: Any, args: tuple, kwargs: dict) -> tuple[Any, _Unresolved] | None:
+        """``get_next_node(prior_step, state, entrypoint)`` from the state a step produced."""
+        prior_step = args[0] if args else kwargs.get("prior_step")
+        state = args[1] if len(args) > 1 else kwargs.get("state")
+        for app, unresolved in list(self._unresolved.items()):
+            if unresolved.state is state and unresolved.action == prior_step:
+                return app, unresolved
+        return None
+
+    def _resolved(self, found: tuple[Any, _Unresolved], following: Any) -> None:
+        app, unresolved = found
+        if self._unresolved.get(app) is unresolved:
+            del self._unresolved[app]
+            name = semconv.SUCCESSOR_END if following is None else str(following.name)
+            unresolved.run.resolve_successor(name)
+
+    def _settle(self, app: Any) -> None:
+        """The app's last step keeps no successor Burr did not resolve (its span ends)."""
+        unresolved = self._unresolved.pop(app, None)
+        if unresolved is not None:
+            unresolved.run.resolve_successor(None)
 
     # --- Streamed actions ------------------------------------------------------------------
 
-    def streamed_step(self, wrapped: Any, _: Any, args: tuple, kwargs: dict) -> Any:
+    def _streamed_step(self, wrapped: Any, _: Any, args: tuple, kwargs: dict) -> Any:
         generator = wrapped(*args, **kwargs)
         started = self._start_streamed(kwargs)
         if started is None:
             return generator
         run, end = started
-        return TracedStepIterator(run, generator, end.is_final, end)
-
-    def streamed_step_async(self, wrapped: Any, _: Any, args: tuple, kwargs: dict) -> Any:
-        generator = wrapped(*args, **kwargs)
-        started = self._start_streamed(kwargs)
-        if started is None:
-            return generator
-        run, end = started
-        return TracedAsyncStepIterator(run, generator, end.is_final, end)
+        steps = _TracedAsyncSteps if inspect.isasyncgen(generator) else _TracedSyncSteps
+        return steps(run, generator, end.is_final, end)
 
     def _start_streamed(self, kwargs: dict) -> tuple[Run, _StreamEnd] | None:
         """Burr calls these with keywords, inside the app's ``stream_result``."""
@@ -383,11 +421,11 @@ class _BurrAdapter:
             return None
         return step.run, _StreamEnd(lambda state, error: self._step_done(step, app, state, error))
 
-    def container(self, wrapped: Any, container: Any, args: tuple, kwargs: dict) -> None:
+    @staticmethod
+    def _container_built(container: Any, result: Any) -> None:
         """A consumer that stops early makes Burr call the container's callback: end then."""
-        wrapped(*args, **kwargs)
         steps = container.streaming_result_generator
-        if isinstance(steps, TracedStepIterator):
+        if isinstance(steps, _TracedSyncSteps):
             callback = container._callback
 
             def stop_then_call_back(result: Any, state: Any, exc: Any = None) -> Any:
@@ -396,10 +434,10 @@ class _BurrAdapter:
 
             container._callback = stop_then_call_back
 
-    def container_async(self, wrapped: Any, container: Any, args: tuple, kwargs: dict) -> None:
-        wrapped(*args, **kwargs)
+    @staticmethod
+    def _async_container_built(container: Any, result: Any) -> None:
         steps = container.streaming_result_generator
-        if isinstance(steps, TracedAsyncStepIterator):
+        if isinstance(steps, _TracedAsyncSteps):
             callback = container._callback
 
             async def stop_then_call_back(result: Any, state: Any, exc: Any = None) -> Any:
@@ -410,33 +448,24 @@ class _BurrAdapter:
 
     # --- User spans (__tracer, @trace) -----------------------------------------------------
 
-    def span_enter(self, wrapped: Any, tracer: Any, args: tuple, kwargs: dict) -> Any:
-        result = wrapped(*args, **kwargs)
-        self._open_user_span(tracer)
-        return result
+    @staticmethod
+    def _user_span_entering(tracer: Any, args: tuple, kwargs: dict) -> Any:
+        return tracer if current_run() is not None else None
 
-    def span_exit(self, wrapped: Any, tracer: Any, args: tuple, kwargs: dict) -> Any:
-        self._close_user_span(tracer, args)
-        return wrapped(*args, **kwargs)
+    def _open_user_span(self, tracer: Any, result: Any) -> None:
+        """After Burr's own ``__enter__``: the user's span nests under the action's."""
+        self._recorder.begin(NodeInfo.span(ENGINE, str(tracer.span_name)), tracer)
 
-    async def span_enter_async(self, wrapped: Any, tracer: Any, args: tuple, kwargs: dict) -> Any:
-        result = await wrapped(*args, **kwargs)
-        self._open_user_span(tracer)
-        return result
-
-    async def span_exit_async(self, wrapped: Any, tracer: Any, args: tuple, kwargs: dict) -> Any:
-        self._close_user_span(tracer, args)
-        return await wrapped(*args, **kwargs)
-
-    def _open_user_span(self, tracer: Any) -> None:
-        if is_instrumentation_enabled() and current_run() is not None:
-            self._recorder.start_span(str(tracer.span_name), tracer)
-
-    def _close_user_span(self, tracer: Any, args: tuple) -> None:
+    @staticmethod
+    def _close_user_span(tracer: Any, args: tuple, kwargs: dict) -> None:
+        """Before Burr's own ``__exit__``; nothing else to do around the call."""
         run = current_run()
         if run is not None and run.owner is tracer:
             error = args[1] if len(args) > 1 and isinstance(args[1], BaseException) else None
-            self._recorder.finish(run, error=error)
+            if error is None:
+                run.end()
+            else:
+                run.fail(error)
 
     # --- What an application and an action are ------------------------------------------
 
@@ -483,12 +512,28 @@ class _ActionStep(NamedTuple):
     key: tuple[str, int | None]  # (app id, sequence id)
 
 
+class _AppCall(NamedTuple):
+    """An application run and the context entered around its call (a spawner's), if any."""
+
+    run: Run
+    scope: contextlib.AbstractContextManager[Any] | None
+
+
+class _Unresolved(NamedTuple):
+    """A step whose span waits for the successor Burr resolves from ``state``."""
+
+    run: Run
+    action: str
+    state: Any
+
+
 class _PendingStep:
     """A step between ``_step`` starting and its action being known."""
 
-    __slots__ = ("step",)
+    __slots__ = ("app", "step")
 
-    def __init__(self) -> None:
+    def __init__(self, app: Any) -> None:
+        self.app = app
         self.step: _ActionStep | None = None
 
 
@@ -515,6 +560,114 @@ class _StreamEnd:
         self._finish_step(self.final_state, error)
         for finish in self._then:
             finish(self.final_state, error)
+
+
+class _TracedSteps:
+    """An iterator over a streamed action's generator whose run ends with its final item.
+
+    Burr stops pulling once the generator yields its final item (leaving it
+    paused): the run (begun with ``attach=False``) is current while an item is
+    computed, and ``end(error)`` is called once: when an item is final, when the
+    generator raises or ends, or when this iterator is closed or collected. A
+    consumer stopping early is no error.
+    """
+
+    def __init__(
+        self,
+        run: Run,
+        generator: Any,
+        is_last: Callable[[Any], bool],
+        end: _StreamEnd,
+    ) -> None:
+        self.end = end
+        self._run = run
+        self._generator = generator
+        self._is_last = is_last
+        self._done = False
+
+    def _scope(self) -> contextlib.AbstractContextManager[Any]:
+        return contextlib.nullcontext() if self._done else self._run.current()
+
+    def _after(self, item: Any) -> Any:
+        if not self._done and self._is_last(item):
+            self._end(None)
+        return item
+
+    def stop(self, error: BaseException | None = None) -> None:
+        """The consumer is done with the stream (Burr's container says so): end now."""
+        self._end(error)
+
+    def _end(self, error: BaseException | None) -> None:
+        if not self._done:
+            self._done = True
+            self.end(None if isinstance(error, GeneratorExit) else error)
+
+    def __del__(self) -> None:
+        self._end(None)  # abandoned before its last item: the run ends, not as a failure
+
+
+class _TracedSyncSteps(_TracedSteps):
+    def __iter__(self) -> _TracedSyncSteps:
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            with self._scope():
+                item = next(self._generator)
+        except BaseException as error:
+            self._end(None if isinstance(error, StopIteration) else error)
+            raise
+        return self._after(item)
+
+    def close(self) -> None:
+        try:
+            self._generator.close()
+        finally:
+            self._end(None)
+
+
+class _TracedAsyncSteps(_TracedSteps):
+    def __aiter__(self) -> _TracedAsyncSteps:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            with self._scope():
+                item = await self._generator.__anext__()
+        except BaseException as error:
+            self._end(None if isinstance(error, StopAsyncIteration) else error)
+            raise
+        return self._after(item)
+
+    async def aclose(self) -> None:
+        try:
+            await self._generator.aclose()
+        finally:
+            self._end(None)
+
+
+def _entered(
+    scope: contextlib.AbstractContextManager[Any],
+) -> contextlib.AbstractContextManager[Any]:
+    scope.__enter__()
+    return scope
+
+
+def _leave(scope: contextlib.AbstractContextManager[Any] | None) -> None:
+    if scope is not None:
+        scope.__exit__(None, None, None)
+
+
+def _itself(instance: Any, args: tuple, kwargs: dict) -> Any:
+    return instance
+
+
+def _ignore(token: Any, outcome: Any) -> None:
+    """Nothing to report: the engine handles this outcome itself."""
+
+
+def _always() -> bool:
+    return True
 
 
 def _is_app_run(run: Run | None) -> bool:
@@ -562,13 +715,15 @@ def _graph(app: Any) -> FlowGraph:
     return FlowGraph(nodes, edges)
 
 
-def _successor(app: Any, action_name: str, state: Any) -> str | None:
-    """The action the graph chooses after this one for this state (Burr's own rule)."""
-    try:
-        following = app.graph.get_next_node(action_name, state, app.entrypoint)
-    except Exception:  # a condition that fails: Burr reports it at the next step
-        return None
-    return semconv.SUCCESSOR_END if following is None else str(following.name)
+def _fixed_successor(app: Any, action_name: str) -> str | None:
+    """The successor the graph alone decides, evaluating nothing: the end when no
+    transition leaves the action, the target of an unconditional first one; else None."""
+    from burr.core.action import default
+
+    for transition in app.graph.transitions:
+        if transition.from_.name == action_name:
+            return str(transition.to.name) if transition.condition is default else None
+    return semconv.SUCCESSOR_END
 
 
 def _user_state(state: Any) -> dict[str, Any]:

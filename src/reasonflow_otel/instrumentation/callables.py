@@ -12,31 +12,28 @@ run covers the whole iteration. Only the public recorder API is used.
 from __future__ import annotations
 
 import functools
-import inspect
-from collections.abc import AsyncGenerator, Callable, Generator
+from collections.abc import Callable
 from typing import Any
 
-from opentelemetry import context
-from opentelemetry.context import Context
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from wrapt import FunctionWrapper
 
 from reasonflow_otel import semconv
-from reasonflow_otel.recorder import (
-    NodeInfo,
-    Recorder,
-    Run,
-    traced_async_generator,
-    traced_generator,
-)
+from reasonflow_otel.recorder import NodeInfo, Recorder, Run, bracket
+from reasonflow_otel.recorder.wrapping import shape_of
 
 ENGINE = semconv.ENGINE_PYTHON
 KIND_STEP = "step"
 _NO_RESULT = object()
+# A callable's node kind, by how a call of it runs.
+_KINDS = {
+    "call": "function",
+    "await": "async",
+    "iterate": "generator",
+    "aiterate": "async_generator",
+}
 
 _recorder: Recorder | None = None
-
-Handler = Callable[[Callable[..., Any], Any, tuple, dict], Any]
 
 
 def activate(recorder: Recorder | None) -> None:
@@ -83,133 +80,47 @@ def describe_step(name: str, category: str | None) -> NodeInfo:
 
 def traced(target: Any, info: NodeInfo) -> FunctionWrapper:
     """``target`` (function or static/class method object) wrapped to run as ``info``."""
-    return FunctionWrapper(target, _HANDLERS[info.kind](info))
+
+    def begin(instance: Any, args: tuple, kwargs: dict) -> Run | None:
+        return start(info, instance)
+
+    iterates = info.kind in (_KINDS["iterate"], _KINDS["aiterate"])
+    return bracket(target, begin, _end_iteration if iterates else _end_call, _fail, gate=_active)
 
 
-def start(
-    info: NodeInfo, owner: object = None, *, attach: bool = True
-) -> tuple[Recorder, Run] | None:
+def start(info: NodeInfo, owner: object = None) -> Run | None:
     """A run of ``info`` on the active recorder, or None (not instrumented, suppressed)."""
     recorder = _recorder
     if recorder is None or not is_instrumentation_enabled():
         return None
-    run = recorder.start(info, owner, attach=attach)
-    return None if run is None else (recorder, run)
+    return recorder.begin(info, owner)
 
 
-def end(
-    recorder: Recorder, run: Run, error: BaseException | None = None, result: Any = _NO_RESULT
-) -> None:
-    """Attempts the code reported, its result when captured, then the end of the run."""
-    if run.attempts:  # attempts reported so far were retried: this one is the last
-        recorder.attempts_used(run, run.attempts + 1)
-    if error is None and result is not _NO_RESULT:
-        recorder.capture(run, "exec", result)
-    recorder.finish(run, error=error)
+def end(run: Run, error: BaseException | None = None, result: Any = _NO_RESULT) -> None:
+    """The run's result when captured, then its end."""
+    if error is not None:
+        run.fail(error)
+        return
+    if result is not _NO_RESULT:
+        run.capture("exec", semconv.NODE_EXEC_RESULT, result)
+    run.end()
+
+
+def _active() -> bool:
+    return _recorder is not None
+
+
+def _end_call(run: Run, result: Any) -> None:
+    end(run, result=result)
+
+
+def _end_iteration(run: Run, result: Any) -> None:
+    run.end()  # a generator's items are its result: nothing single to capture
+
+
+def _fail(run: Run, error: BaseException) -> None:
+    run.fail(error)
 
 
 def _kind(function: Callable[..., Any]) -> str:
-    if inspect.isasyncgenfunction(function):
-        return "async_generator"
-    if inspect.iscoroutinefunction(function):
-        return "async"
-    if inspect.isgeneratorfunction(function):
-        return "generator"
-    return "function"
-
-
-# --- One handler per kind of callable (wrapt's wrapper signature) ---------------------
-
-
-def _function(info: NodeInfo) -> Handler:
-    def run_function(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
-        started = start(info, instance)
-        if started is None:
-            return wrapped(*args, **kwargs)
-        try:
-            result = wrapped(*args, **kwargs)
-        except BaseException as error:
-            end(*started, error)
-            raise
-        end(*started, result=result)
-        return result
-
-    return run_function
-
-
-def _coroutine(info: NodeInfo) -> Handler:
-    async def run_coroutine(
-        wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict
-    ) -> Any:
-        started = start(info, instance)
-        if started is None:
-            return await wrapped(*args, **kwargs)
-        try:
-            result = await wrapped(*args, **kwargs)
-        except BaseException as error:
-            end(*started, error)
-            raise
-        end(*started, result=result)
-        return result
-
-    return run_coroutine
-
-
-def _iteration(info: NodeInfo, lazily: Callable[..., Any]) -> Handler:
-    """Generators: the run starts at the first step, under the context of the call, and
-    ends with the iteration; a generator that never starts makes no run to leave open."""
-
-    def run_iteration(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
-        generator = wrapped(*args, **kwargs)
-        if _recorder is None:
-            return generator
-        return lazily(info, instance, context.get_current(), generator)
-
-    return run_iteration
-
-
-def _start_in(parent: Context, info: NodeInfo, instance: Any) -> tuple[Recorder, Run] | None:
-    token = context.attach(parent)
-    try:
-        return start(info, instance, attach=False)
-    finally:
-        context.detach(token)
-
-
-def _generator(
-    info: NodeInfo, instance: Any, parent: Context, generator: Generator[Any, Any, Any]
-) -> Generator[Any, Any, Any]:
-    started = _start_in(parent, info, instance)
-    if started is None:
-        return (yield from generator)
-    return (yield from traced_generator(*started, generator))
-
-
-async def _async_generator(
-    info: NodeInfo, instance: Any, parent: Context, generator: AsyncGenerator[Any, Any]
-) -> AsyncGenerator[Any, Any]:
-    """``yield from`` for async generators: items, ``asend``, ``athrow`` and ``aclose``."""
-    started = _start_in(parent, info, instance)
-    inner = generator if started is None else traced_async_generator(*started, generator)
-    step: Callable[[Any], Any] = inner.asend
-    value: Any = None
-    while True:
-        try:
-            item = await step(value)
-        except StopAsyncIteration:
-            return
-        try:
-            value, step = (yield item), inner.asend
-        except GeneratorExit:
-            await inner.aclose()
-            raise
-        except BaseException as thrown:
-            value, step = thrown, inner.athrow
-
-
-_HANDLERS: dict[str, Callable[[NodeInfo], Handler]] = {
-    "function": _function,
-    "async": _coroutine,
-    "generator": functools.partial(_iteration, lazily=_generator),
-    "async_generator": functools.partial(_iteration, lazily=_async_generator),
-}
+    return _KINDS[shape_of(function)]

@@ -28,25 +28,28 @@ anywhere, every wrapper's first test sends it straight to the original.
 
 from __future__ import annotations
 
+import inspect
 import threading
 from collections.abc import Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled, unwrap
 
 from reasonflow_otel import semconv
 from reasonflow_otel.guard import report_internal_error, safe_str
 from reasonflow_otel.instrumentation.base import EngineInstrumentor
-from reasonflow_otel.instrumentation.wrapping import ClassWrappers, bracket
 from reasonflow_otel.recorder import (
     BoundedCache,
     FlowGraph,
     GraphNode,
     NodeInfo,
-    Recorder,
     Run,
     current_run,
+    wrap,
 )
+
+if TYPE_CHECKING:  # annotations only
+    from reasonflow_otel.recorder import Recorder
 
 ENGINE = "pocketflow"
 _instruments = ("pocketflow >= 0.0.1, < 0.1",)
@@ -57,6 +60,12 @@ FALLBACK_METHODS = ("exec_fallback", "exec_fallback_async")
 BATCH_KINDS = frozenset({"batch", "async_batch", "async_parallel_batch"})
 # How deep a derived flow name looks into start nodes that are flows themselves.
 NAME_DEPTH = 3
+# What each phase's captured result is called on the span.
+CAPTURE_ATTRIBUTES = {
+    "prep": semconv.NODE_PREP_RESULT,
+    "exec": semconv.NODE_EXEC_RESULT,
+    "post": semconv.NODE_POST_RESULT,
+}
 
 
 class PocketFlowInstrumentor(EngineInstrumentor):
@@ -66,7 +75,7 @@ class PocketFlowInstrumentor(EngineInstrumentor):
     providers the global ones are used.
     """
 
-    _wrappers: ClassWrappers | None = None
+    _adapter: _PocketFlowAdapter | None = None
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return _instruments
@@ -74,13 +83,13 @@ class PocketFlowInstrumentor(EngineInstrumentor):
     def _wrap(self, recorder: Recorder) -> None:
         import pocketflow
 
-        self._wrappers = ClassWrappers()
-        _PocketFlowAdapter(recorder, pocketflow, self._wrappers).install()
+        self._adapter = _PocketFlowAdapter(recorder, pocketflow)
+        self._adapter.install()
 
     def _unwrap(self) -> None:
-        if self._wrappers is not None:
-            self._wrappers.restore()
-            self._wrappers = None
+        if self._adapter is not None:
+            self._adapter.uninstall()
+            self._adapter = None
 
 
 class _RunState:
@@ -91,6 +100,7 @@ class _RunState:
         "batch",
         "busy",
         "exec_input",
+        "fallback",
         "in_exec",
         "node",
         "pending",
@@ -105,6 +115,7 @@ class _RunState:
         self.in_exec = False  # inside the outermost _exec of this run
         self.exec_input: Any = None  # its argument: an inner call with the same is a pass-through
         self.attempts = 0
+        self.fallback = False  # the result came from the fallback
         self.pending: BaseException | None = None  # the last attempt's error, not yet judged
         self.busy = False  # inside exec or a fallback: nested calls (super()) are not attempts
         self.shared: Any = None  # the shared store, kept only while capture is on
@@ -113,11 +124,11 @@ class _RunState:
 class _PocketFlowAdapter:
     """Maps PocketFlow's calls to recorder calls."""
 
-    def __init__(self, recorder: Recorder, pocketflow: Any, wrappers: ClassWrappers) -> None:
+    def __init__(self, recorder: Recorder, pocketflow: Any) -> None:
         self._recorder = recorder
-        self._captured = recorder.captured_phases
+        self._captured = any(recorder.captures(kind) for kind in ("prep", "exec", "post", "shared"))
         self._pf = pocketflow
-        self._wrappers = wrappers
+        self._wrapped: list[tuple[type, str]] = []
         self._states: dict[Run, _RunState] = {}
         # The gate of wrappers that only matter inside a run: none in progress, no work.
         self._in_a_run = self._states.__len__
@@ -132,7 +143,7 @@ class _PocketFlowAdapter:
         """The run and orchestration wrappers; exec wrappers follow per node class."""
         pf = self._pf
         run = (self._run_begin, self._run_end, self._run_fail, is_instrumentation_enabled)
-        param_set = (self._param_set_begin, self._item_end, self._item_fail, self._in_a_run)
+        param_set = (self._param_set_begin, None, None, self._in_a_run)
         for owner in (pf.BaseNode, pf.Flow, pf.BatchFlow):
             self._wrap(owner, "_run", *run)
         for owner in (pf.AsyncNode, pf.AsyncFlow, pf.AsyncBatchFlow, pf.AsyncParallelBatchFlow):
@@ -140,8 +151,20 @@ class _PocketFlowAdapter:
         self._wrap(pf.Flow, "_orch", *param_set)
         self._wrap(pf.AsyncFlow, "_orch_async", *param_set)
 
+    def uninstall(self) -> None:
+        """Every original back on its class, latest first."""
+        with self._prepare_lock:
+            for owner, name in reversed(self._wrapped):
+                unwrap(owner, name)
+            self._wrapped.clear()
+            self._prepared.clear()
+
     def _wrap(self, owner: type, name: str, begin: Any, end: Any, fail: Any, gate: Any) -> None:
-        self._wrappers.wrap(owner, name, lambda original: bracket(original, begin, end, fail, gate))
+        """Wrap the function ``owner`` itself defines as ``name``, once."""
+        if (owner, name) in self._wrapped or not inspect.isfunction(vars(owner).get(name)):
+            return
+        wrap(owner, name, begin, end, fail, gate=gate)
+        self._wrapped.append((owner, name))
 
     def _prepare(self, cls: type) -> None:
         """Wrap the exec methods of ``cls`` and its bases, each defining class once."""
@@ -182,16 +205,15 @@ class _PocketFlowAdapter:
         return state
 
     def _run_end(self, state: _RunState, action: Any) -> None:
-        run = state.run
-        self._states.pop(run, None)
+        self._states.pop(state.run, None)
         self._capture_shared(state, ended=True)
-        self._finish(run, state.node, action)
+        self._finish(state, action)
 
     def _run_fail(self, state: _RunState, error: BaseException) -> None:
         run = state.run
         self._states.pop(run, None)
         self._capture_shared(state, ended=True)
-        self._recorder.finish(run, error=error)
+        _fail(state, error)
 
     def _start(self, node: Any) -> Run | None:
         try:
@@ -199,37 +221,47 @@ class _PocketFlowAdapter:
             start_attributes = None
             if not info.is_flow and hasattr(node, "max_retries"):
                 start_attributes = {semconv.NODE_MAX_RETRIES: node.max_retries}
-            return self._recorder.start(
+            return self._recorder.begin(
                 info,
                 node,
                 node_key=id(node.successors),
-                start_attributes=start_attributes,
+                attributes=start_attributes,
                 graph=(lambda: self._graph(node)) if info.is_flow else None,
             )
         except Exception as error:
             report_internal_error("describing a PocketFlow node", error)
             return None
 
-    def _finish(self, run: Run, node: Any, action: Any) -> None:
+    def _finish(self, state: _RunState, action: Any) -> None:
+        run = state.run
         self._capture(run, "post", action)
+        attributes = _attempt_attributes(state)
         action_name = "default" if action is None else action if isinstance(action, str) else None
+        if action_name is not None:
+            attributes[semconv.NODE_ACTION] = action_name
         successor = None
         parent = run.parent
-        if parent is not None and parent.info.is_flow and run.span.is_recording():
+        if parent is not None and parent.info.is_flow and run.recording:
             try:
-                successor = self._successor(run, node, action)
+                successor = self._successor(run, state.node, action, attributes)
             except Exception:  # an unhashable action: the engine reports it, not us
                 successor = None
-        self._recorder.finish(run, action=action_name, successor=successor)
+        run.end(successor=successor, attributes=attributes)
 
-    def _successor(self, run: Run, node: Any, action: Any) -> str:
+    def _successor(self, run: Run, node: Any, action: Any, attributes: dict[str, Any]) -> str:
         """The next node's name; at a routing miss (the engine warns, then ends) it is noted."""
         following = node.successors.get(action or "default")
         if following:
             return self._name(following)
         if node.successors:
             missed = "default" if action is None else safe_str(action)
-            self._recorder.routing_missed(run, missed, [str(key) for key in node.successors])
+            available = [str(key) for key in node.successors]
+            attributes[semconv.NODE_ROUTING_MISS] = True
+            attributes[semconv.NODE_AVAILABLE_ACTIONS] = available
+            run.add_event(
+                semconv.EVENT_ROUTING_MISS,
+                {semconv.NODE_ACTION: missed, semconv.NODE_AVAILABLE_ACTIONS: available},
+            )
         return semconv.SUCCESSOR_END
 
     # --- Parameter sets of batch flows -----------------------------------------------
@@ -240,13 +272,7 @@ class _PocketFlowAdapter:
         state = self._own_state(flow)
         if state is None or params is None:
             return None
-        return self._recorder.start_item(state.run, params)
-
-    def _item_end(self, item: Run, result: Any) -> None:
-        self._recorder.finish(item)
-
-    def _item_fail(self, item: Run, error: BaseException) -> None:
-        self._recorder.finish(item, error=error)
+        return self._recorder.begin_item(state.run, params)
 
     # --- The exec phase and batch items -------------------------------------------------
 
@@ -261,7 +287,7 @@ class _PocketFlowAdapter:
             return state
         if not state.batch or prep_res is state.exec_input:
             return None  # a subclass's _exec handing its argument on to the base class
-        item = self._recorder.start_item(state.run)
+        item = self._recorder.begin_item(state.run)
         if item is None:
             return None
         item_state = _RunState(item, node)
@@ -273,7 +299,7 @@ class _PocketFlowAdapter:
         state.in_exec, state.exec_input = True, prep_res
         if state.batch:
             state.run.batch_size = 0
-        self._recorder.exec_started(state.run)
+        state.run.mark_phase("prep", "exec")
         self._capture(state.run, "prep", prep_res)
 
     def _exec_end(self, state: _RunState, result: Any) -> None:
@@ -281,16 +307,16 @@ class _PocketFlowAdapter:
         if run.is_item:
             self._states.pop(run, None)
             self._capture(run, "exec", result)
-            self._recorder.finish(run)
+            run.end(attributes=_attempt_attributes(state))
             return
         self._leave_exec(state)
-        self._recorder.exec_ended(run)  # only when exec returned: the post phase follows
+        run.mark_phase("exec", "post")  # only when exec returned: the post phase follows
         self._capture(run, "exec", result)
 
     def _exec_fail(self, state: _RunState, error: BaseException) -> None:
         if state.run.is_item:
             self._states.pop(state.run, None)
-            self._recorder.finish(state.run, error=error)
+            _fail(state, error)
         else:
             self._leave_exec(state)
 
@@ -307,12 +333,10 @@ class _PocketFlowAdapter:
         state = self._own_state(node)
         if state is None or state.busy:
             return None
-        if state.pending is not None:
-            self._recorder.attempt_failed(state.run, state.attempts, state.pending)
-            state.pending = None
         state.attempts += 1
+        state.run.attempt(state.attempts, failed=state.pending)
+        state.pending = None
         state.busy = True
-        self._recorder.attempts_used(state.run, state.attempts)
         return state
 
     @staticmethod
@@ -339,24 +363,33 @@ class _PocketFlowAdapter:
     def _fallback_end(self, state: _RunState, result: Any) -> None:
         state.busy = False
         error, state.pending = state.pending, None
-        if error is not None:
-            self._recorder.fallback_used(state.run, state.attempts, error)
+        if error is not None:  # every attempt failed and the fallback rescued the run
+            state.fallback = True
+            state.run.add_event(
+                semconv.EVENT_FALLBACK,
+                {semconv.ATTEMPT: state.attempts},
+                error=error,
+                metric=semconv.METRIC_NODE_FALLBACKS,
+            )
 
     def _fallback_fail(self, state: _RunState, raised: BaseException) -> None:
         state.busy = False
         error, state.pending = state.pending, None
         if error is not None and raised is not error:  # the last attempt's error, kept as an event
-            self._recorder.fallback_failed(state.run, state.attempts, error)
+            state.run.add_event(
+                semconv.EVENT_FALLBACK_FAILED, {semconv.ATTEMPT: state.attempts}, error=error
+            )
 
     # --- Payload capture (opt-in: with it off, each call is one truth test) -------------
 
     def _capture(self, run: Run, phase: str, value: Any) -> None:
         if self._captured:
-            self._recorder.capture(run, phase, value)
+            run.capture(phase, CAPTURE_ATTRIBUTES[phase], value)
 
     def _capture_shared(self, state: _RunState, *, ended: bool) -> None:
         if self._captured:
-            self._recorder.capture_shared(state.run, state.shared, ended=ended)
+            attribute = semconv.SHARED_AFTER if ended else semconv.SHARED_BEFORE
+            state.run.capture("shared", attribute, state.shared)
 
     # --- What a node is -----------------------------------------------------------------
 
@@ -424,6 +457,16 @@ def _kinds_of(pf: Any) -> tuple[tuple[type, str], ...]:
         (pf.BatchNode, "batch"),
         (pf.BaseNode, "node"),
     )
+
+
+def _attempt_attributes(state: _RunState) -> dict[str, Any]:
+    """Whether the fallback produced the result, on runs that made attempts."""
+    return {semconv.NODE_FALLBACK: state.fallback} if state.attempts else {}
+
+
+def _fail(state: _RunState, error: BaseException) -> None:
+    state.run.set_attributes(_attempt_attributes(state))
+    state.run.fail(error)
 
 
 def _first_argument(args: tuple, kwargs: dict) -> Any:

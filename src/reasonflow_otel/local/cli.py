@@ -19,10 +19,12 @@ import contextlib
 import json
 import os
 import sys
+import urllib.parse
 import webbrowser
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from string import hexdigits
+from typing import TYPE_CHECKING
 
 from reasonflow_otel.local import doctor, listing, state
 from reasonflow_otel.local.export import (
@@ -44,6 +46,9 @@ from reasonflow_otel.local.text import plural
 from reasonflow_otel.local.tree import Style, build_tree, render_trace
 from reasonflow_otel.settings import Settings, load_settings
 from reasonflow_otel.version import __version__
+
+if TYPE_CHECKING:
+    from reasonflow_otel.local.viewer.jaeger import JaegerIndex
 
 PROGRAM = "reasonflow-otel"
 
@@ -165,24 +170,36 @@ def state_command(arguments: argparse.Namespace) -> None:
 def ui_command(arguments: argparse.Namespace) -> None:
     from reasonflow_otel.local.viewer.server import ViewerServer, is_loopback
 
-    path = _trace_file(arguments)
+    source = _viewer_source(arguments)
     if not is_loopback(arguments.host):
         warn_on_stderr(
             f"serving on {arguments.host}: anyone who can reach it can read these traces, "
             "which may hold sensitive data (parameters, captured payloads, log messages)"
         )
     try:
-        server = ViewerServer(path, arguments.host, arguments.port)
+        server = ViewerServer(source, arguments.host, arguments.port)
     except OSError as error:
         raise CliError(
             f"cannot serve on {arguments.host}:{arguments.port}: {error.strerror} "
             "(pass --port 0 for any free port)"
         ) from None
-    print(f"Serving {path.absolute()} at {server.url} (Ctrl-C to stop)", flush=True)
+    shown = source.absolute() if isinstance(source, Path) else f"Jaeger at {arguments.jaeger}"
+    print(f"Serving {shown} at {server.url} (Ctrl-C to stop)", flush=True)
     if not arguments.no_browser:
         webbrowser.open(server.url)
     with server, contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
+
+
+def _viewer_source(arguments: argparse.Namespace) -> Path | JaegerIndex:
+    """The trace file, or Jaeger's query API with ``--jaeger``."""
+    if arguments.jaeger is None:
+        return _trace_file(arguments)
+    if arguments.file is not None:
+        raise CliError("give --file or --jaeger, not both")
+    from reasonflow_otel.local.viewer.jaeger import JaegerIndex
+
+    return JaegerIndex(arguments.jaeger)
 
 
 # --- Helpers ------------------------------------------------------------------------------------
@@ -305,6 +322,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ui.add_argument("--port", type=_port, default=7241, help="default 7241; 0 picks a free port")
     ui.add_argument("--no-browser", action="store_true", help="do not open a web browser")
+    ui.add_argument(
+        "--jaeger",
+        type=_http_url,
+        metavar="URL",
+        help="read the traces from Jaeger's query API instead of the file, "
+        "e.g. http://localhost:16686",
+    )
 
     _command(
         commands,
@@ -344,6 +368,13 @@ def _count(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError("expected 0 or more")
     return value
+
+
+def _http_url(text: str) -> str:
+    parts = urllib.parse.urlsplit(text.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise argparse.ArgumentTypeError(f"expected an http:// or https:// URL, got {text!r}")
+    return text.strip().rstrip("/")
 
 
 def _port(text: str) -> int:

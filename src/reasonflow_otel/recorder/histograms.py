@@ -1,4 +1,9 @@
-"""Histograms recorded in process and merged into the SDK's metric pipeline on collection.
+"""The recorder's one SDK-specific module: its fast paths, handed to the ``Recorder``.
+
+Histograms recorded in process and merged into the SDK's metric pipeline on
+collection, and (at the end) the sampler's shortcut. Nothing else under
+``recorder/`` imports ``opentelemetry.sdk``; without this module the recorder
+makes the API's plain calls.
 
 Why: ``Histogram.record`` costs 10-13 µs (a ``Measurement`` object, attribute
 cleaning and hashing per reader and View, a lock, an exemplar offer), and a
@@ -368,4 +373,25 @@ def point_summary(point: Any) -> tuple:
         point.max,
         tuple(point.bucket_counts),
         tuple(point.explicit_bounds),
+    )
+
+
+# --- The sampler's shortcut ---------------------------------------------------------------
+
+
+def drops_unsampled_children(tracer: Any) -> bool:
+    """Whether the tracer's sampler drops every span whose local parent was not sampled.
+
+    True for the SDK's always-off sampler and for a parent-based one whose
+    delegate for such spans is always-off (the default, per-flow ratios
+    included): such spans are then not made at all. Read from the SDK's own
+    sampler objects; any other tracer or sampler is asked span by span.
+    """
+    from opentelemetry.sdk.trace.sampling import Decision, ParentBased, StaticSampler
+
+    sampler = getattr(tracer, "sampler", None)
+    if isinstance(sampler, ParentBased):
+        sampler = getattr(sampler, "_local_parent_not_sampled", None)
+    return isinstance(sampler, StaticSampler) and getattr(sampler, "_decision", None) is (
+        Decision.DROP
     )

@@ -6,7 +6,6 @@ Every endpoint only reads. A bad parameter is a 400 and an unknown trace a 404, 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -18,9 +17,10 @@ from opentelemetry.semconv.attributes.exception_attributes import EXCEPTION_STAC
 from reasonflow_otel import semconv
 from reasonflow_otel.local import listing
 from reasonflow_otel.local.store import LogLine, SpanRecord, UnreadableLine
-from reasonflow_otel.local.tree import TreeNode, build_tree, error_text, root_label
+from reasonflow_otel.local.tree import TreeNode, build_tree, error_text
 from reasonflow_otel.local.viewer.analytics import iso_time
-from reasonflow_otel.local.viewer.index import IndexedTrace, TraceIndex
+from reasonflow_otel.local.viewer.graphs import flow_graphs, is_batch_item, routing_miss
+from reasonflow_otel.local.viewer.index import IndexedTrace, TraceSource
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
@@ -66,7 +66,7 @@ class TraceFilter:
 # --- Endpoints ----------------------------------------------------------------------------------
 
 
-def list_traces(index: TraceIndex, query: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+def list_traces(index: TraceSource, query: Mapping[str, Sequence[str]]) -> dict[str, Any]:
     """``GET /api/traces``: traces newest first, filtered."""
     chosen = parse_filter(query)
     index.refresh()
@@ -80,7 +80,7 @@ def list_traces(index: TraceIndex, query: Mapping[str, Sequence[str]]) -> dict[s
     }
 
 
-def get_trace(index: TraceIndex, trace_id: str) -> dict[str, Any]:
+def get_trace(index: TraceSource, trace_id: str) -> dict[str, Any]:
     """``GET /api/traces/{trace_id}``: one trace, by full id or unique prefix."""
     prefix = parse_trace_id(trace_id)
     index.refresh()
@@ -99,7 +99,7 @@ def get_trace(index: TraceIndex, trace_id: str) -> dict[str, Any]:
     return trace_detail(trace, spans, index.logs_of(trace.trace_id))
 
 
-def get_stats(index: TraceIndex) -> dict[str, Any]:
+def get_stats(index: TraceSource) -> dict[str, Any]:
     """``GET /api/stats``: ``reasonflow-otel stats --json`` plus per-workflow analytics."""
     index.refresh()
     return {**index.analytics_report(), "file": index.state().report()}
@@ -189,18 +189,12 @@ def trace_detail(
     """The trace with its spans in tree order (a waterfall's rows), logs and flow graphs."""
     roots = build_tree(spans, logs)
     rows = [row for root in roots for row in _rows(root, 0)]
-    graphs = [
-        graph
-        for node, _ in rows
-        if semconv.FLOW_GRAPH in node.span.attributes
-        for graph in [flow_graph(node)]
-        if graph is not None
-    ]
+    flows = [node for node, _ in rows if semconv.FLOW_GRAPH in node.span.attributes]
     return {
         **trace_summary(trace),
         "span_list": [_span_document(node, depth, trace.first_start) for node, depth in rows],
         "logs": [_log_document(log) for log in sorted(logs, key=lambda log: log.time_ns)],
-        "graphs": graphs,
+        "graphs": flow_graphs(flows),
     }
 
 
@@ -239,22 +233,9 @@ def _kind(span: SpanRecord) -> str:
         return "flow"
     if span.is_node:
         return "node"
-    if semconv.BATCH_INDEX in span.attributes:
+    if is_batch_item(span):
         return "item"
     return "span"
-
-
-def routing_miss(span: SpanRecord) -> dict[str, Any] | None:
-    """The node's action had no successor (the flow ended there), from the recorder's event."""
-    for event in span.events:
-        if event.name == semconv.EVENT_ROUTING_MISS:
-            return {
-                "node": str(span.attributes.get(semconv.NODE_NAME, span.name)),
-                "span_id": span.span_id,
-                "action": str(event.attributes.get(semconv.NODE_ACTION, "")),
-                "expected": list(event.attributes.get(semconv.NODE_AVAILABLE_ACTIONS, ())),
-            }
-    return None
 
 
 def _exception(span: SpanRecord) -> dict[str, str] | None:
@@ -274,94 +255,4 @@ def _log_document(log: LogLine) -> dict[str, Any]:
         "time": iso_time(log.time_ns),
         "severity": log.severity,
         "body": log.body,
-    }
-
-
-# --- Flow graphs --------------------------------------------------------------------------------
-
-
-def flow_graph(flow: TreeNode) -> dict[str, Any] | None:
-    """The flow's graph with what this run did on it; None if the attribute is unreadable.
-
-    Nodes carry their runs, time and status; an edge is taken when a run of its source
-    chose its action and went on.
-    """
-    try:
-        graph = json.loads(str(flow.span.attributes[semconv.FLOW_GRAPH]))
-        nodes = {str(node["id"]): node for node in graph["nodes"]}
-        edges = [edge for edge in graph["edges"] if isinstance(edge, dict)]
-    except (ValueError, KeyError, TypeError):
-        return None
-    runs: dict[str, list[SpanRecord]] = {}
-    for step in _steps(flow):
-        runs.setdefault(str(step.attributes[semconv.NODE_ID]), []).append(step)
-    taken = {
-        (node_id, _action(step))
-        for node_id, steps in runs.items()
-        for step in steps
-        if step.attributes.get(semconv.NODE_SUCCESSOR) != semconv.SUCCESSOR_END
-    }
-    # Engines that route by successor, not by action (LangGraph): the edges to those nodes.
-    followed = {
-        (node_id, successor) for node_id, steps in runs.items() for successor in _successors(steps)
-    }
-    return {
-        "span_id": flow.span.span_id,
-        "workflow": root_label(flow.span),
-        "truncated": bool(graph.get("truncated", False)),
-        "nodes": [_graph_node(node, runs.get(node_id, [])) for node_id, node in nodes.items()],
-        "edges": [
-            {
-                "source": str(edge.get("source")),
-                "target": str(edge.get("target")),
-                "action": str(edge.get("action")),
-                "taken": (str(edge.get("source")), str(edge.get("action"))) in taken
-                or (str(edge.get("source")), _name(nodes, edge.get("target"))) in followed,
-            }
-            for edge in edges
-        ],
-        "routing_misses": [
-            miss for steps in runs.values() for step in steps if (miss := routing_miss(step))
-        ],
-    }
-
-
-def _steps(flow: TreeNode) -> list[SpanRecord]:
-    """The flow's node runs, in start order, including those under a batch flow's items."""
-    steps = []
-    for child in flow.children:
-        if semconv.NODE_ID in child.span.attributes:
-            steps.append(child.span)
-        elif _kind(child.span) == "item":
-            steps += _steps(child)
-    return steps
-
-
-def _successors(steps: list[SpanRecord]) -> list[str]:
-    """The node names the runs of a node went on to (a name, or several for a fan-out)."""
-    names: list[str] = []
-    for step in steps:
-        successor = step.attributes.get(semconv.NODE_SUCCESSOR)
-        names += [successor] if isinstance(successor, str) else list(successor or ())
-    return names
-
-
-def _name(nodes: Mapping[str, Any], node_id: Any) -> str:
-    return str(nodes.get(str(node_id), {}).get("name"))
-
-
-def _action(span: SpanRecord) -> str:
-    return str(span.attributes.get(semconv.NODE_ACTION) or "default")
-
-
-def _graph_node(node: Mapping[str, Any], runs: list[SpanRecord]) -> dict[str, Any]:
-    status = "not_run" if not runs else "error" if any(s.failed for s in runs) else "ok"
-    return {
-        "id": str(node.get("id")),
-        "name": str(node.get("name")),
-        "class": str(node.get("class")),
-        "runs": len(runs),
-        "duration_s": sum(span.duration for span in runs),
-        "status": status,
-        "span_ids": [span.span_id for span in runs],
     }

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from reasonflow_otel import semconv
 from reasonflow_otel.local.listing import TraceSummary
@@ -84,15 +84,17 @@ class FileState:
     exists: bool
     spans: int
     traces: int
-    skipped_lines: int
-    first_skipped: str  # why the first unreadable line was skipped ("" when none was)
     indexing: bool  # another thread is reading the file: the figures will grow
-    indexed_bytes: int
-    size_bytes: int
     error: str  # why the file cannot be read ("" when it can)
+    skipped_lines: int = 0
+    first_skipped: str = ""  # why the first unreadable line was skipped ("" when none was)
+    indexed_bytes: int = 0
+    size_bytes: int = 0
+    source: str = "file"  # or "jaeger": path is then Jaeger's URL
 
     def report(self) -> dict[str, object]:
         return {
+            "source": self.source,
             "path": self.path,
             "exists": self.exists,
             "spans": self.spans,
@@ -104,6 +106,20 @@ class FileState:
             "size_bytes": self.size_bytes,
             "error": self.error,
         }
+
+
+class TraceSource(Protocol):
+    """Where the viewer's traces come from: the local file (:class:`TraceIndex`) or Jaeger
+    (``jaeger.JaegerIndex``). The API handlers only read through this."""
+
+    def refresh(self) -> None: ...
+    def refresh_in_background(self) -> threading.Thread: ...
+    def newest_first(self) -> list[IndexedTrace]: ...
+    def matching(self, prefix: str) -> list[IndexedTrace]: ...
+    def spans_of(self, trace: IndexedTrace) -> list[SpanRecord]: ...
+    def logs_of(self, trace_id: str) -> list[LogLine]: ...
+    def analytics_report(self) -> dict[str, object]: ...
+    def state(self) -> FileState: ...
 
 
 class AppendedLines:

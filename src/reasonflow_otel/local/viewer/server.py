@@ -22,7 +22,7 @@ from typing import Any
 
 from reasonflow_otel.guard import report_internal_error
 from reasonflow_otel.local.viewer import api
-from reasonflow_otel.local.viewer.index import TraceIndex
+from reasonflow_otel.local.viewer.index import TraceIndex, TraceSource
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7241
@@ -55,8 +55,11 @@ class ViewerServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, trace_file: Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT):
-        self.index = TraceIndex(trace_file)
+    def __init__(
+        self, source: Path | TraceSource, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT
+    ):
+        """Serve a trace file (a path) or another source, such as Jaeger."""
+        self.index = TraceIndex(source) if isinstance(source, Path) else source
         self.loopback_only = is_loopback(host)
         self.static = {
             route: ((resources.files(__package__) / "static" / name).read_bytes(), kind)

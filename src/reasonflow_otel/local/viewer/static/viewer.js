@@ -94,7 +94,8 @@ async function getJSON(path) {
 
 function showFileState(file) {
   const parts = [`${file.traces} traces · ${file.spans} spans`];
-  if (!file.exists) parts.splice(0, 1, "waiting for " + file.path);
+  if (file.source === "jaeger") parts.push("from Jaeger");
+  if (!file.exists) parts.splice(0, 1, (file.source === "jaeger" ? "asking Jaeger at " : "waiting for ") + file.path);
   if (file.error) parts.splice(0, 1, file.error);
   if (file.skipped_lines) parts.push(`${file.skipped_lines} unreadable lines skipped`);
   if (file.indexing) parts.push(`reading the file… ${percent(file.indexed_bytes / Math.max(file.size_bytes, 1))}`);
@@ -172,6 +173,10 @@ function showRuns(data, params) {
 }
 
 function emptyText(data) {
+  if (data.file.error) return data.file.error;
+  if (data.file.source === "jaeger") {
+    return data.file.traces ? "No run matches the filters." : `Jaeger at ${data.file.path} has no traces from the last 7 days yet.`;
+  }
   if (!data.file.exists) return `No trace file yet at ${data.file.path}: run an instrumented program.`;
   return data.file.traces ? "No run matches the filters." : `No traces in ${data.file.path} yet.`;
 }
@@ -259,6 +264,9 @@ async function runPage(traceId) {
       h("span", { class: "mono" }, trace.trace_id), ` · ${localTime(trace.start)} · ${duration(trace.duration_s)}`,
       ` · ${trace.spans} spans · ${trace.service}`),
     trace.graphs.length ? h("section", { class: "graphs" },
+      h("p", { class: "muted small graph-legend" }, "Each graph once, with how often each node ran (×) ",
+        "and each transition ran (solid, ×); dashed: never ran in this trace; ",
+        h("span", { class: "miss-sample" }, "!"), " a routing miss."),
       trace.graphs.map((graph) => flowGraph(graph, select))) : null,
     h("div", { class: "run-body" },
       h("section", { class: "waterfall-box" }, h("h2", null, "Waterfall"), waterfall(trace, select)),
@@ -475,13 +483,17 @@ function flowGraph(graph, select) {
       id: `arrow-${kind}`, viewBox: "0 0 10 10", refX: 10, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse",
     }, s("path", { d: "M0,0 L10,5 L0,10 z", class: `arrow ${kind}` })))),
   graph.edges.map((edge) => graphEdge(edge, position, back.has(edge))),
-  graph.nodes.map((node) => graphNode(node, position.get(node.id), select)));
+  graph.nodes.map((node) => graphNode(node, position.get(node.id), select,
+    graph.routing_misses.filter((miss) => miss.node_id === node.id))));
   const misses = graph.routing_misses.map((miss) => h("p", { class: "warn-box" },
     `Routing miss at ${miss.node}: action "${miss.action}" has no successor (expected ` +
     `${miss.expected.map((a) => `"${a}"`).join(", ")}).`));
-  return h("figure", { class: "graph-box" },
-    h("figcaption", null, h("b", null, graph.workflow), h("span", { class: "muted" },
-      " · highlighted: the path this run took", graph.truncated ? " · graph truncated" : "")),
+  // A graph that ran several times in this trace (a sub-flow in a loop, a fan-out) is drawn
+  // once: its counts are totals over those runs.
+  const times = graph.runs > 1 ? ` · ran ${graph.runs} times in this run (counts are totals)` : "";
+  return h("figure", { class: "graph-box", "data-workflow": graph.workflow, "data-runs": graph.runs },
+    h("figcaption", null, h("b", null, graph.workflow), h("span", { class: "graph-runs muted" }, times),
+      graph.truncated ? h("span", { class: "muted" }, " · graph truncated") : null),
     h("div", { class: "graph-scroll" }, svg), misses);
 }
 
@@ -509,27 +521,34 @@ function graphEdge(edge, position, isBack) {
     // A straight edge is labelled above its middle, a bent one just before its target.
     label = y1 === y2 ? { x: mid, y: y1 - 6 } : { x: x2 - 6, y: y2 - 8, anchor: "end" };
   }
-  return s("g", { class: `graph-edge ${kind}`, "data-source": edge.source, "data-target": edge.target, "data-action": edge.action, "data-taken": String(edge.taken) },
-    s("path", { d, "marker-end": `url(#arrow-${kind})` }),
-    edge.action !== "default"
-      ? s("text", { x: label.x, y: label.y, "text-anchor": label.anchor || "middle" }, edge.action)
-      : null);
+  const text = [edge.action !== "default" ? edge.action : "", edge.taken ? `×${edge.runs}` : ""]
+    .filter(Boolean).join(" ");
+  return s("g", {
+    class: `graph-edge ${kind}`, "data-source": edge.source, "data-target": edge.target,
+    "data-action": edge.action, "data-taken": String(edge.taken), "data-runs": edge.runs,
+  },
+  s("title", null, edge.taken ? `ran ${edge.runs} ${edge.runs === 1 ? "time" : "times"}` : "never ran"),
+  s("path", { d, "marker-end": `url(#arrow-${kind})` }),
+  text ? s("text", { x: label.x, y: label.y, "text-anchor": label.anchor || "middle" }, text) : null);
 }
 
-function graphNode(node, at, select) {
+function graphNode(node, at, select, misses) {
   const taken = node.runs > 0;
   const detail = taken
-    ? `${node.runs > 1 ? node.runs + " runs · " : ""}${duration(node.duration_s)}`
+    ? `×${node.runs} · ${duration(node.duration_s)}`
     : "not run";
+  const missed = misses.map((miss) => `routing miss: "${miss.action}" has no successor`);
   return s("g", {
-    class: `graph-node ${node.status}`, transform: `translate(${at.x},${at.y})`,
+    class: `graph-node ${node.status}${misses.length ? " missed" : ""}`, transform: `translate(${at.x},${at.y})`,
     "data-node-id": node.id, "data-name": node.name, "data-taken": String(taken), "data-status": node.status,
-    onclick: taken ? () => select(node.span_ids[0]) : null,
+    "data-runs": node.runs, onclick: taken ? () => select((misses[0] || {}).span_id || node.span_ids[0]) : null,
   },
-  s("title", null, `${node.name} (${node.class}): ${detail}`),
+  s("title", null, [`${node.name} (${node.class}): ${taken ? `${node.runs} ${node.runs === 1 ? "run" : "runs"}, ` : ""}${detail}`, ...missed].join("\n")),
   s("rect", { width: NODE_W, height: NODE_H, rx: 8 }),
   s("text", { x: NODE_W / 2, y: 19, "text-anchor": "middle", class: "node-name" }, clip(node.name, 20)),
-  s("text", { x: NODE_W / 2, y: 36, "text-anchor": "middle", class: "node-detail" }, detail));
+  s("text", { x: NODE_W / 2, y: 36, "text-anchor": "middle", class: "node-detail" }, detail),
+  misses.length ? s("g", { class: "routing-miss", transform: `translate(${NODE_W},0)`, "data-action": misses[0].action },
+    s("circle", { r: 9 }), s("text", { y: 4, "text-anchor": "middle" }, "!")) : null);
 }
 
 function clip(text, length) { return text.length > length ? text.slice(0, length - 1) + "…" : text; }

@@ -1,0 +1,164 @@
+"""The flow graphs of one trace, as the run page draws them.
+
+Each distinct graph (a workflow and its ``reasonflow.flow.graph`` attribute) is drawn once per
+trace however often it ran: a sub-flow in a loop, or a fan-out of sub-applications, is one
+panel with visit counts. A node counts its runs. An edge counts the transitions the spans
+show: a run of its target right after a run of its source, in the same run of the graph (the
+same flow run, or the same batch item). An edge that no span shows was not taken, whatever the
+engine would have chosen next (a run halted before its next step, or a step that failed); a
+routing miss is kept with the node where it happened.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from reasonflow_otel import semconv
+from reasonflow_otel.local.store import SpanRecord
+from reasonflow_otel.local.tree import TreeNode, root_label
+
+
+def flow_graphs(flows: list[TreeNode]) -> list[dict[str, Any]]:
+    """One panel per distinct graph among ``flows`` (flow spans in tree order)."""
+    panels: dict[tuple[str, str], GraphPanel | None] = {}
+    for flow in flows:
+        text = str(flow.span.attributes[semconv.FLOW_GRAPH])
+        key = (root_label(flow.span), text)
+        if key not in panels:
+            panels[key] = GraphPanel.parse(key[0], text)
+        panel = panels[key]
+        if panel is not None:
+            panel.add_run(flow)
+    return [panel.document() for panel in panels.values() if panel is not None]
+
+
+@dataclass
+class GraphPanel:
+    """A graph and what every run of it in one trace did on it."""
+
+    workflow: str
+    truncated: bool
+    nodes: dict[str, Mapping[str, Any]]  # id -> the attribute's node
+    edges: list[Mapping[str, Any]]
+    flow_span_ids: list[str] = field(default_factory=list)
+    visits: dict[str, list[SpanRecord]] = field(default_factory=dict)  # node id -> its runs
+    edge_runs: list[int] = field(default_factory=list)
+    misses: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def parse(cls, workflow: str, text: str) -> GraphPanel | None:
+        """The graph of the attribute's JSON; None if it cannot be read."""
+        try:
+            graph = json.loads(text)
+            nodes = {str(node["id"]): node for node in graph["nodes"]}
+            edges = [edge for edge in graph["edges"] if isinstance(edge, dict)]
+            truncated = bool(graph.get("truncated", False))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return None
+        return cls(workflow, truncated, nodes, edges, edge_runs=[0] * len(edges))
+
+    def add_run(self, flow: TreeNode) -> None:
+        """Count one run of the graph: its node runs and the transitions between them."""
+        self.flow_span_ids.append(flow.span.span_id)
+        for sequence in _graph_runs(flow):
+            for step in sequence:
+                node_id = _node_id(step)
+                self.visits.setdefault(node_id, []).append(step)
+                miss = routing_miss(step)
+                if miss is not None:
+                    self.misses.append({**miss, "node_id": node_id})
+            for before, after in itertools.pairwise(sequence):
+                edge = self._edge_between(before, after)
+                if edge is not None:
+                    self.edge_runs[edge] += 1
+
+    def _edge_between(self, before: SpanRecord, after: SpanRecord) -> int | None:
+        """The edge from ``before``'s node to ``after``'s; when the engine records the action
+        ``before`` chose (PocketFlow), the edge labelled with it, else none (several edges
+        can join two nodes, and an action with no edge there did not lead to ``after``)."""
+        source, target = _node_id(before), _node_id(after)
+        joining = [
+            index
+            for index, edge in enumerate(self.edges)
+            if str(edge.get("source")) == source and str(edge.get("target")) == target
+        ]
+        action = before.attributes.get(semconv.NODE_ACTION)
+        if action is not None:
+            joining = [index for index in joining if self.edges[index].get("action") == action]
+        return joining[0] if joining else None
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "span_id": self.flow_span_ids[0],
+            "span_ids": self.flow_span_ids,
+            "runs": len(self.flow_span_ids),
+            "workflow": self.workflow,
+            "truncated": self.truncated,
+            "nodes": [
+                _node_document(node, self.visits.get(node_id, []))
+                for node_id, node in self.nodes.items()
+            ],
+            "edges": [
+                {
+                    "source": str(edge.get("source")),
+                    "target": str(edge.get("target")),
+                    "action": str(edge.get("action")),
+                    "runs": runs,
+                    "taken": runs > 0,
+                }
+                for edge, runs in zip(self.edges, self.edge_runs, strict=True)
+            ],
+            "routing_misses": self.misses,
+        }
+
+
+def routing_miss(span: SpanRecord) -> dict[str, Any] | None:
+    """The node's action had no successor (the flow ended there), from the recorder's event."""
+    for event in span.events:
+        if event.name == semconv.EVENT_ROUTING_MISS:
+            return {
+                "node": str(span.attributes.get(semconv.NODE_NAME, span.name)),
+                "span_id": span.span_id,
+                "action": str(event.attributes.get(semconv.NODE_ACTION, "")),
+                "expected": list(event.attributes.get(semconv.NODE_AVAILABLE_ACTIONS, ())),
+            }
+    return None
+
+
+def is_batch_item(span: SpanRecord) -> bool:
+    """One item of a batch node or flow (not a flow or node run of its own)."""
+    return semconv.BATCH_INDEX in span.attributes and span.flow_name is None and not span.is_node
+
+
+def _graph_runs(flow: TreeNode) -> list[list[SpanRecord]]:
+    """The node runs of each run of the graph, in start order: the flow's own, and one
+    sequence per item of a batch flow (which runs its graph once per item)."""
+    own: list[SpanRecord] = []
+    items: list[list[SpanRecord]] = []
+    for child in flow.children:
+        if semconv.NODE_ID in child.span.attributes:
+            own.append(child.span)
+        elif is_batch_item(child.span):
+            items += _graph_runs(child)
+    return [own, *items]
+
+
+def _node_id(span: SpanRecord) -> str:
+    return str(span.attributes[semconv.NODE_ID])
+
+
+def _node_document(node: Mapping[str, Any], runs: list[SpanRecord]) -> dict[str, Any]:
+    status = "not_run" if not runs else "error" if any(s.failed for s in runs) else "ok"
+    return {
+        "id": str(node.get("id")),
+        "name": str(node.get("name")),
+        "class": str(node.get("class")),
+        "runs": len(runs),
+        "duration_s": sum(span.duration for span in runs),
+        "status": status,
+        "span_ids": [span.span_id for span in runs],
+    }
