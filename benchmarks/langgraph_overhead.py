@@ -40,15 +40,13 @@ from langgraph.graph import END, START, StateGraph
 from opentelemetry import context, trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import (
-    BatchSpanProcessor,
     SimpleSpanProcessor,
-    SpanExporter,
-    SpanExportResult,
 )
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Sampler
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
+from shared import Budget, Instrumented, sdk_hist, sdk_span, tracer_provider
 
 from reasonflow_otel.instrumentation.langgraph import LangGraphInstrumentor
 from reasonflow_otel.sdk.views import build_views
@@ -56,12 +54,6 @@ from reasonflow_otel.settings import Settings
 
 NODES = 3
 MICROSECONDS = 1e6
-
-
-@dataclass(frozen=True)
-class Budget:
-    runs: int  # graph invokes per timing
-    rounds: int  # timings whose median is kept
 
 
 FULL = Budget(runs=300, rounds=15)
@@ -98,69 +90,11 @@ def per_invoke(runs: int) -> float:
     return (time.perf_counter() - started) / runs
 
 
-class DropExporter(SpanExporter):
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        return SpanExportResult.SUCCESS
-
-
-def tracer_provider(sampler: Sampler) -> TracerProvider:
-    provider = TracerProvider(sampler=sampler)
-    provider.add_span_processor(BatchSpanProcessor(DropExporter()))
-    return provider
-
-
-def sdk_span(runs: int, provider: TracerProvider) -> float:
-    """One parented span: what any tracer of a node must pay at least."""
-    tracer = provider.get_tracer("floor")
-    parent = tracer.start_span("graph")
-    parent_context = trace.set_span_in_context(parent)
-    started = time.perf_counter()
-    for _ in range(runs * NODES):
-        span = tracer.start_span("node", context=parent_context)
-        token = context.attach(trace.set_span_in_context(span, parent_context))
-        context.detach(token)
-        span.end()
-    elapsed = time.perf_counter() - started
-    parent.end()
-    return elapsed / (runs * NODES)
-
-
-def sdk_hist(runs: int) -> float:
-    """One histogram point with a node's metric attributes."""
-    meter = MeterProvider(metric_readers=[InMemoryMetricReader()]).get_meter("floor")
-    histogram = meter.create_histogram("floor.duration", unit="s")
-    attributes = {
-        "reasonflow.engine": "langgraph",
-        "reasonflow.node.name": "a",
-        "gen_ai.workflow.name": "linear",
-    }
-    started = time.perf_counter()
-    for _ in range(runs * NODES):
-        histogram.record(0.001, attributes)
-    return (time.perf_counter() - started) / (runs * NODES)
-
-
-class Instrumented:
-    """Providers made once per mode, instrumented only while a timing runs."""
-
-    def __init__(self, sampler: Sampler, settings: Settings) -> None:
-        self._settings = settings
-        self._tracer_provider = tracer_provider(sampler)
-        self._meter_provider = MeterProvider(
-            metric_readers=[InMemoryMetricReader()], views=build_views(settings)
-        )
-
-    def per_invoke(self, runs: int) -> float:
-        instrumentor = LangGraphInstrumentor()
-        instrumentor.instrument(
-            tracer_provider=self._tracer_provider,
-            meter_provider=self._meter_provider,
-            settings=self._settings,
-        )
-        try:
-            return per_invoke(runs)
-        finally:
-            instrumentor.uninstrument()
+NODE_METRIC_ATTRIBUTES = {
+    "reasonflow.engine": "langgraph",
+    "reasonflow.node.name": "a",
+    "gen_ai.workflow.name": "linear",
+}
 
 
 @dataclass(frozen=True)
@@ -228,14 +162,18 @@ def sdk_invoke(runs: int, emitted: Emitted, provider: TracerProvider | None) -> 
 def measure(budget: Budget) -> dict[str, float]:
     emitted = emitted_by_one_invoke()
     floor_provider = tracer_provider(ALWAYS_ON)
-    sampled = Instrumented(ALWAYS_ON, Settings())
-    unsampled = Instrumented(ALWAYS_OFF, Settings())
+    sampled = Instrumented(LangGraphInstrumentor, ALWAYS_ON, Settings())
+    unsampled = Instrumented(LangGraphInstrumentor, ALWAYS_OFF, Settings())
+
+    def invokes() -> float:
+        return per_invoke(budget.runs)
+
     modes: dict[str, Callable[[], float]] = {
         "bare": lambda: per_invoke(budget.runs),
-        "sampled": lambda: sampled.per_invoke(budget.runs),
-        "unsampled": lambda: unsampled.per_invoke(budget.runs),
-        "sdk_span": lambda: sdk_span(budget.runs, floor_provider),
-        "sdk_hist": lambda: sdk_hist(budget.runs),
+        "sampled": lambda: sampled.time(invokes),
+        "unsampled": lambda: unsampled.time(invokes),
+        "sdk_span": lambda: sdk_span(budget.runs * NODES, floor_provider),
+        "sdk_hist": lambda: sdk_hist(budget.runs * NODES, NODE_METRIC_ATTRIBUTES),
         "sdk_invoke_sampled": lambda: sdk_invoke(budget.runs, emitted, floor_provider),
         "sdk_invoke_points": lambda: sdk_invoke(budget.runs, emitted, None),
     }

@@ -282,7 +282,8 @@ def _configurable(config: Any) -> Mapping[str, Any]:
 
 
 def _successor(writes: Iterable[tuple[str, Any]]) -> str | list[str] | None:
-    """The nodes a task's writes trigger next: its edges' targets and its Sends' nodes."""
+    """The nodes a task's writes trigger next (its edges' targets and its Sends' nodes),
+    sorted: LangGraph writes a fan-out's edges in set order."""
     targets: list[str] = []
     for channel, value in writes:
         if channel.startswith(_BRANCH):
@@ -295,7 +296,7 @@ def _successor(writes: Iterable[tuple[str, Any]]) -> str | list[str] | None:
             targets.append(target)
     if not targets:
         return None
-    return targets[0] if len(targets) == 1 else targets
+    return targets[0] if len(targets) == 1 else sorted(targets)
 
 
 def _updates(writes: Iterable[tuple[str, Any]]) -> list[tuple[str, Any]]:
