@@ -2,7 +2,7 @@
 
 LangGraph's callbacks are LangChain's: every node and every channel writer becomes a
 callback run, payloads travel with them, and they give no attempt number, no
-interrupt and no Send index. So nothing here uses callbacks; four of LangGraph's
+interrupt and no Send index. So nothing here uses callbacks; five of LangGraph's
 own functions are wrapped, once, and restored by ``uninstrument()``:
 
 ===================================================  ===========================================
@@ -106,11 +106,12 @@ class _LangGraphAdapter:
         self._recorder = recorder
         self._interrupt = interrupt
         self._command = command
+        self._captures_state = recorder.captures("state")
         self._captures_updates = recorder.captures("exec")
         self._infos: BoundedCache[tuple[str, str, bool], NodeInfo] = BoundedCache()
         self._graphs: weakref.WeakKeyDictionary[Any, FlowGraph] = weakref.WeakKeyDictionary()
         # Thread id -> the interrupted top-level graph run's reference, until it is resumed.
-        self._waiting: BoundedCache[Any, Any] = BoundedCache()
+        self._waiting: BoundedCache[str, Any] = BoundedCache()
 
     # --- Graph runs --------------------------------------------------------------------
 
@@ -119,11 +120,11 @@ class _LangGraphAdapter:
         (``Command(resume=...)`` or no input) links to the run that was interrupted there."""
         graph_input = args[0] if args else kwargs.get("input")
         configurable = _configurable(args[1] if len(args) > 1 else kwargs.get("config"))
-        thread_id = configurable.get("thread_id")
+        thread_id = _thread_id(configurable)
         attributes = None
         links: tuple[Any, ...] = ()
         if thread_id is not None:
-            attributes = {semconv.GEN_AI_CONVERSATION_ID: str(thread_id)}
+            attributes = {semconv.GEN_AI_CONVERSATION_ID: thread_id}
             resumes = graph_input is None or isinstance(graph_input, self._command)
             if resumes and _outermost(current_run()):
                 links = self._resumed(thread_id)
@@ -134,16 +135,13 @@ class _LangGraphAdapter:
             graph=lambda: self._graph(graph),
             links=links,
         )
-        if run is not None and graph_input is not None:
+        if run is not None and self._captures_state and graph_input is not None:
             run.capture("state", semconv.STATE_BEFORE, graph_input)
         return run
 
-    def _resumed(self, thread_id: Any) -> tuple[Any, ...]:
+    def _resumed(self, thread_id: str) -> tuple[Any, ...]:
         reference = self._waiting.pop(thread_id, None)
         return () if reference is None else (reference,)
-
-    def _wait_for_resume(self, thread_id: Any, graph_run: Run) -> None:
-        self._waiting[thread_id] = graph_run.reference
 
     # --- Node runs ---------------------------------------------------------------------
 
@@ -165,7 +163,8 @@ class _LangGraphAdapter:
         )
         if run is None:
             return None
-        run.capture("state", semconv.STATE_BEFORE, task.input)
+        if self._captures_state:
+            run.capture("state", semconv.STATE_BEFORE, task.input)
         return run, task
 
     def end_task(self, token: tuple[Run, Any], _: Any) -> None:
@@ -190,9 +189,9 @@ class _LangGraphAdapter:
         if graph_run is None:
             return
         graph_run.set_attributes({semconv.INTERRUPTED: True})
-        thread_id = _configurable(task.config).get("thread_id")
+        thread_id = _thread_id(_configurable(task.config))
         if thread_id is not None and _outermost(graph_run.parent):
-            self._wait_for_resume(thread_id, graph_run)
+            self._waiting[thread_id] = graph_run.reference
 
     def retrying(self, _: Any, args: tuple, kwargs: dict) -> None:
         """LangGraph is about to retry the current node: the next attempt begins."""
@@ -279,6 +278,11 @@ def _outermost(run: Run | None) -> bool:
 def _configurable(config: Any) -> Mapping[str, Any]:
     configurable = config.get("configurable") if isinstance(config, Mapping) else None
     return configurable if isinstance(configurable, Mapping) else {}
+
+
+def _thread_id(configurable: Mapping[str, Any]) -> str | None:
+    thread_id = configurable.get("thread_id")
+    return None if thread_id is None else str(thread_id)
 
 
 def _successor(writes: Iterable[tuple[str, Any]]) -> str | list[str] | None:
