@@ -4,8 +4,10 @@
     python benchmarks/langgraph_overhead.py --quick    # smoke: every figure, measured briefly
 
 A compiled 3-node linear ``StateGraph`` (``a -> b -> c``, each node adds one) is invoked
-``runs`` times per timing. Every figure is a median over rounds, the modes interleaved
-within a round so that load on a shared machine hits them alike, in microseconds:
+``runs`` times per timing. The modes are interleaved within a round so that load on a
+shared machine hits them alike; every figure and ratio is worked out within each round
+(what a mode adds is its time minus the bare time of the same round) and the median over
+rounds is kept, in microseconds:
 
 - ``bare``: one graph invoke with no instrumentation (per invoke);
 - ``sampled``, ``unsampled``: what ``LangGraphInstrumentor`` adds to an invoke with every
@@ -56,7 +58,7 @@ NODES = 3
 MICROSECONDS = 1e6
 
 
-FULL = Budget(runs=300, rounds=15)
+FULL = Budget(runs=200, rounds=21)
 QUICK = Budget(runs=2, rounds=1)
 
 
@@ -159,7 +161,7 @@ def sdk_invoke(runs: int, emitted: Emitted, provider: TracerProvider | None) -> 
     return (time.perf_counter() - started) / runs
 
 
-def measure(budget: Budget) -> dict[str, float]:
+def measure(budget: Budget) -> tuple[dict[str, float], dict[str, float]]:
     emitted = emitted_by_one_invoke()
     floor_provider = tracer_provider(ALWAYS_ON)
     sampled = Instrumented(LangGraphInstrumentor, ALWAYS_ON, Settings())
@@ -177,50 +179,72 @@ def measure(budget: Budget) -> dict[str, float]:
         "sdk_invoke_sampled": lambda: sdk_invoke(budget.runs, emitted, floor_provider),
         "sdk_invoke_points": lambda: sdk_invoke(budget.runs, emitted, None),
     }
-    timings: dict[str, list[float]] = {}
+    rounds: list[dict[str, float]] = []
     for _ in range(budget.rounds):
+        timing: dict[str, float] = {}
+        rounds.append(timing)
         for name, mode in modes.items():
             gc.collect()  # each timing starts with no garbage left by the one before
-            timings.setdefault(name, []).append(mode())
-    medians = {name: statistics.median(values) * MICROSECONDS for name, values in timings.items()}
-    bare = medians["bare"]
-    return {
-        "bare": bare,
-        "sampled": medians["sampled"] - bare,
-        "unsampled": medians["unsampled"] - bare,
-        "sdk_span": medians["sdk_span"],
-        "sdk_hist": medians["sdk_hist"],
-        "sdk_invoke_sampled": medians["sdk_invoke_sampled"],
-        "sdk_invoke_points": medians["sdk_invoke_points"],
-        "spans_per_invoke": len(emitted.spans),
-        "points_per_invoke": len(emitted.points),
-    }
+            timing[name] = mode() * MICROSECONDS
+    figures = {name: statistics.median(per_round(r) for r in rounds) for name, per_round in FIGURES}
+    figures["spans_per_invoke"] = len(emitted.spans)
+    figures["points_per_invoke"] = len(emitted.points)
+    ratios = {name: statistics.median(ratio(r, emitted) for r in rounds) for name, ratio in RATIOS}
+    return figures, ratios
 
 
-def report(figures: dict[str, float]) -> None:
-    print(f"\nlanggraph, {NODES}-node linear StateGraph (microseconds)")
+def _added(mode: str) -> Callable[[dict[str, float]], float]:
+    """What ``mode`` adds to the bare invoke timed in the same round."""
+    return lambda timing: timing[mode] - timing["bare"]
+
+
+def _floor(timing: dict[str, float], emitted: Emitted, *, spans: bool) -> float:
+    """The tight-loop floor of what one invoke emits: its spans (if asked) and points."""
+    points = len(emitted.points) * timing["sdk_hist"]
+    return points + (len(emitted.spans) * timing["sdk_span"] if spans else 0.0)
+
+
+# Each figure and ratio is worked out per round (the modes of a round ran back to back),
+# then the median over rounds is kept.
+FIGURES: tuple[tuple[str, Callable[[dict[str, float]], float]], ...] = (
+    ("bare", lambda timing: timing["bare"]),
+    ("sampled", _added("sampled")),
+    ("unsampled", _added("unsampled")),
+    ("sdk_span", lambda timing: timing["sdk_span"]),
+    ("sdk_hist", lambda timing: timing["sdk_hist"]),
+    ("sdk_invoke_sampled", lambda timing: timing["sdk_invoke_sampled"]),
+    ("sdk_invoke_points", lambda timing: timing["sdk_invoke_points"]),
+    ("sampled per node", lambda timing: _added("sampled")(timing) / NODES),
+    ("unsampled per node", lambda timing: _added("unsampled")(timing) / NODES),
+    ("sdk_invoke_sampled per node", lambda timing: timing["sdk_invoke_sampled"] / NODES),
+    ("sdk_invoke_points per node", lambda timing: timing["sdk_invoke_points"] / NODES),
+)
+RATIOS: tuple[tuple[str, Callable[[dict[str, float], Emitted], float]], ...] = (
+    (
+        "sampled / sdk_invoke_sampled",
+        lambda timing, _: _added("sampled")(timing) / timing["sdk_invoke_sampled"],
+    ),
+    (
+        "unsampled / sdk_invoke_points",
+        lambda timing, _: _added("unsampled")(timing) / timing["sdk_invoke_points"],
+    ),
+    (
+        "sampled / floor (spans + points)",
+        lambda timing, emitted: _added("sampled")(timing) / _floor(timing, emitted, spans=True),
+    ),
+    (
+        "unsampled / floor (points)",
+        lambda timing, emitted: _added("unsampled")(timing) / _floor(timing, emitted, spans=False),
+    ),
+    ("sampled / bare", lambda timing, _: _added("sampled")(timing) / timing["bare"]),
+)
+
+
+def report(figures: dict[str, float], ratios: dict[str, float]) -> None:
+    print(f"\nlanggraph, {NODES}-node linear StateGraph (microseconds; per invoke unless per node)")
     for name, value in figures.items():
         print(f"  {name:<40} {value:10.2f}")
-    span_floor = figures["spans_per_invoke"] * figures["sdk_span"]
-    point_floor = figures["points_per_invoke"] * figures["sdk_hist"]
-    per_node = {
-        "bare per node": figures["bare"] / NODES,
-        "sampled per node": figures["sampled"] / NODES,
-        "unsampled per node": figures["unsampled"] / NODES,
-        "floor (spans + points) per node": (span_floor + point_floor) / NODES,
-        "floor (points) per node": point_floor / NODES,
-    }
-    print("per node")
-    for name, value in per_node.items():
-        print(f"  {name:<40} {value:10.2f}")
     print("ratios")
-    ratios = {
-        "sampled / sdk_invoke_sampled": figures["sampled"] / figures["sdk_invoke_sampled"],
-        "unsampled / sdk_invoke_points": figures["unsampled"] / figures["sdk_invoke_points"],
-        "sampled / floor (spans + points)": figures["sampled"] / (span_floor + point_floor),
-        "unsampled / floor (points)": figures["unsampled"] / point_floor,
-        "sampled / bare": figures["sampled"] / figures["bare"],
-    }
     for name, value in ratios.items():
         print(f"  {name:<40} {value:10.2f}")
 
@@ -229,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="every figure, measured briefly")
     arguments = parser.parse_args(argv)
-    report(measure(QUICK if arguments.quick else FULL))
+    report(*measure(QUICK if arguments.quick else FULL))
 
 
 if __name__ == "__main__":

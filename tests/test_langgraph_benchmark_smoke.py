@@ -22,10 +22,13 @@ FIGURES = (
     "points_per_invoke",
     "sampled per node",
     "unsampled per node",
-    "floor (spans + points) per node",
+    "sdk_invoke_sampled per node",
+    "sdk_invoke_points per node",
     "sampled / sdk_invoke_sampled",
     "unsampled / sdk_invoke_points",
     "sampled / floor (spans + points)",
+    "unsampled / floor (points)",
+    "sampled / bare",
     "unsampled / floor (points)",
 )
 
