@@ -22,9 +22,8 @@ load on a shared machine hits them alike, in microseconds per step:
 - ``recorder_sampled``, ``recorder_unsampled``: our recorder called from Burr's
   own step hooks (``with_hooks``, as the bridge is) exactly as the adapter calls
   it, with no adapter: ``adapter_*``, the mode minus its recorder figure, is the
-  Burr adapter's share;
-- ``successor``: Burr's graph choosing the next action once (the transition
-  conditions evaluated once), which a sampled step adds to record it.
+  Burr adapter's share (it records the next action Burr itself chose, and
+  evaluates no transition condition).
 
 Both tracers write to the same kind of provider. Compare ratios from one run, not
 figures across runs or machines.
@@ -103,16 +102,6 @@ TICK_METRIC_ATTRIBUTES = {
 }
 
 
-def successor(runs: int) -> float:
-    """Burr's graph choosing the action after ``tick``: a sampled step's extra choice."""
-    app = application()
-    graph, state, entrypoint = app.graph, app.state, app.entrypoint
-    started = time.perf_counter()
-    for _ in range(runs * STEPS):
-        graph.get_next_node("tick", state, entrypoint)
-    return (time.perf_counter() - started) / (runs * STEPS)
-
-
 SPANS_ONLY = Settings(drop_metrics=("reasonflow.*",), resource_probe="none")
 APPLICATION_INFO = NodeInfo(ENGINE, "tick", "Application", "application", is_flow=True)
 TICK_INFO = NodeInfo(ENGINE, "tick", "FunctionBasedAction", "action", is_flow=False)
@@ -127,7 +116,7 @@ class RecorderHook(
     PreApplicationExecuteCallHook, PostApplicationExecuteCallHook, PreRunStepHook, PostRunStepHook
 ):
     """Our recorder called from Burr's hooks as the adapter calls it, with no adapter (the
-    next action is given, not chosen: see ``successor``)."""
+    next action is given: the adapter reads it from Burr's own choice)."""
 
     def __init__(self, sampler: Sampler, settings: Settings) -> None:
         meter_provider = MeterProvider(
@@ -210,7 +199,6 @@ def measure(budget: Budget) -> dict[str, float]:
         "recorder_unsampled": lambda: per_step(
             budget.runs, lambda: application([recorder_unsampled])
         ),
-        "successor": lambda: successor(budget.runs),
     }
     for _ in range(budget.rounds):
         for name, mode in modes.items():
@@ -222,7 +210,6 @@ def measure(budget: Budget) -> dict[str, float]:
         "bare": bare,
         "sdk_span": medians["sdk_span"],
         "sdk_hist": medians["sdk_hist"],
-        "successor": medians["successor"],
         **{name: medians[name] - bare for name in OVER_BARE},
     }
     for mode in ("sampled", "unsampled"):

@@ -11,6 +11,9 @@ import os
 from collections.abc import Mapping
 from typing import Final
 
+# The instrumentation scope of every metric we record (one meter for every engine).
+METER_SCOPE: Final = "reasonflow_otel"
+
 # --- Span names -------------------------------------------------------------
 OPERATION_INVOKE_WORKFLOW: Final = "invoke_workflow"
 
