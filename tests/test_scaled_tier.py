@@ -110,7 +110,9 @@ def accepted_spans(tier: ScaledTier, name: str) -> float:
 def test_error_traces_reach_jaeger_whole_through_a_gateway_restart_and_a_kill(work: Path) -> None:
     traces, rate = 2000, 40.0
     with running_scaled_tier(work, gateway=ONLY_ERRORS) as tier:
-        load = start_load(tier, work / "sent.json", traces, rate, OTEL_BSP_SCHEDULE_DELAY="1000")
+        load = start_load(
+            tier.agent_otlp, work / "sent.json", traces, rate, OTEL_BSP_SCHEDULE_DELAY="1000"
+        )
         gateway = tier["gateway-1"]
         time.sleep(8)
         gateway.stop(signal.SIGTERM)
