@@ -23,7 +23,7 @@ SNIPPETS = {
     "import reasonflow_otel; instrument()": "import reasonflow_otel; reasonflow_otel.instrument()",
 }
 EXPORTER_PACKAGES = (
-    "opentelemetry.exporter.otlp.json.file",
+    "opentelemetry.exporter.otlp.proto.common",
     "opentelemetry.exporter.otlp.proto.grpc",
     "opentelemetry.exporter.otlp.proto.http",
     "opentelemetry.exporter.prometheus",

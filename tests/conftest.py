@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
-from opentelemetry.instrumentation.threading import ThreadingInstrumentor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -19,6 +18,7 @@ from opentelemetry.sdk.trace.sampling import Sampler
 
 from reasonflow_otel import settings
 from reasonflow_otel.instrumentation.pocketflow import PocketFlowInstrumentor
+from reasonflow_otel.instrumentation.threads import ThreadingInstrumentor
 from reasonflow_otel.sdk.views import build_views
 from reasonflow_otel.settings import load_settings
 

@@ -30,11 +30,15 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
     OTLPSpanExporter as HttpSpanExporter,
 )
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from support.otlp_faulty_receiver import FaultyOtlpReceiver, running_faulty_receiver
 
+from reasonflow_otel import semconv
 from reasonflow_otel.sdk.delivery import CountingSpanExporter, DeliveryReportingSpanProcessor
+from reasonflow_otel.sdk.dropped import observe_dropped_spans
 
 EXPORT_TIMEOUT_SECONDS = 3
 FLOWS_PER_PHASE = 5
@@ -113,9 +117,9 @@ def test_a_receiver_killed_mid_run_loses_only_the_spans_of_its_outage(pipeline, 
     ours = [record for record in caplog.records if record.name.startswith("reasonflow_otel")]
     assert [record.getMessage() for record in ours] == [
         "reasonflow-otel: 10 of 30 spans could not be delivered by the otlp exporter "
-        "(dropped at a full queue or in a failed export; export errors were logged when "
-        "they happened)"
+        "(10 in failed exports; export errors were logged when they happened)"
     ]
+    assert pipeline.processor.dropped() == {"queue_full": 0, "export_failed": SPANS_PER_PHASE}
 
 
 @pytest.mark.parametrize("receiver", ["grpc", "http/protobuf"], indirect=True)
@@ -192,6 +196,8 @@ def test_spans_dropped_at_a_full_queue_are_counted_and_reported_once(caplog):
     processor = DeliveryReportingSpanProcessor(
         "slow", exporter, max_queue_size=2, max_export_batch_size=1, schedule_delay_millis=60_000
     )
+    reader = InMemoryMetricReader()
+    observe_dropped_spans(MeterProvider(metric_readers=[reader], shutdown_on_exit=False))
     provider = TracerProvider(shutdown_on_exit=False)
     provider.add_span_processor(processor)
     tracer = provider.get_tracer("test")
@@ -199,6 +205,7 @@ def test_spans_dropped_at_a_full_queue_are_counted_and_reported_once(caplog):
     assert exporter.exporting.wait(10)  # the first span is out of the queue, in export
     for index in range(9):
         tracer.start_span(f"queued or dropped {index}").end()  # 2 fit in the queue
+    assert dropped_spans(reader, "slow") == {"queue_full": 7, "export_failed": 0}  # live
     exporter.release.set()
 
     with caplog.at_level(logging.WARNING, logger="reasonflow_otel"):
@@ -213,6 +220,18 @@ def test_spans_dropped_at_a_full_queue_are_counted_and_reported_once(caplog):
     ]
     assert ours == [
         "reasonflow-otel: 7 of 10 spans could not be delivered by the slow exporter "
-        "(dropped at a full queue or in a failed export; export errors were logged when "
-        "they happened)"
+        "(7 dropped at a full queue; export errors were logged when they happened)"
     ]
+
+
+def dropped_spans(reader: InMemoryMetricReader, exporter: str) -> dict[str, int]:
+    """``reasonflow.spans.dropped`` of one exporter, by ``error.type``."""
+    return {
+        point.attributes[semconv.ERROR_TYPE]: point.value
+        for resource_metrics in reader.get_metrics_data().resource_metrics
+        for scope_metrics in resource_metrics.scope_metrics
+        for metric in scope_metrics.metrics
+        if metric.name == semconv.METRIC_SPANS_DROPPED
+        for point in metric.data.data_points
+        if point.attributes[semconv.OTEL_COMPONENT_NAME] == exporter
+    }

@@ -57,6 +57,7 @@ def test_quick_run_prints_every_figure_of_both_workloads_and_startup(tmp_path: P
     for section in (sync, async_):
         assert [name for name in FIGURES if not has_figure(section, name)] == []
     assert [name for name in STARTUP_FIGURES if not has_figure(startup, name)] == []
-    assert "exporter packages loaded by instrument(): opentelemetry.exporter.otlp.json.file\n" in (
-        startup
+    assert (
+        "exporter packages loaded by instrument(): opentelemetry.exporter.otlp.proto.common\n"
+        in (startup)
     )

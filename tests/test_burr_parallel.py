@@ -13,9 +13,10 @@ from burr.core.parallelism import MapStates
 from opentelemetry.instrumentation.environment_variables import (
     OTEL_PYTHON_DISABLED_INSTRUMENTATIONS,
 )
-from opentelemetry.instrumentation.threading import ThreadingInstrumentor
 from support.burr_apps import burr_telemetry, make_burr_telemetry
 from support.spans import outline
+
+from reasonflow_otel.instrumentation.threads import ThreadingInstrumentor
 
 THREADS: set[str] = set()
 

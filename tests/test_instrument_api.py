@@ -23,7 +23,7 @@ FLOW_SPANS = [
 def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """What the app observed."""
     completed = run_program([sys.executable, str(APP)], cwd=tmp_path_factory.mktemp("app"))
-    return json.loads(completed.stdout)
+    return {**json.loads(completed.stdout), "stderr": completed.stderr}
 
 
 def test_calling_instrument_twice_instruments_once(report):
@@ -42,6 +42,11 @@ def test_the_apps_own_providers_are_kept_and_receive_the_telemetry(report):
         "reasonflow.node.active",
         "reasonflow.node.duration",
     } <= set(report["instrumented"]["metrics"])
+
+
+def test_the_apps_own_providers_are_kept_without_a_warning(report):
+    """docs/configuration.md promises it: an app's providers are simply used."""
+    assert report["stderr"] == ""
 
 
 def test_threads_inherit_the_node_span_through_the_threading_instrumentation(report):

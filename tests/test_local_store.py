@@ -3,14 +3,12 @@ and gets past whatever else it finds in a file with one warning."""
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import random
 
 import pocketflow
 import pytest
-from opentelemetry.exporter.otlp.json.file import FileSpanExporter
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from reasonflow_otel import semconv
@@ -21,6 +19,7 @@ from reasonflow_otel.local.store import (
     prepare_for_append,
     read_spans,
 )
+from reasonflow_otel.local.trace_file import TraceFileExporter
 
 CUT_SHORT = (
     "is cut short (the file ends mid-line, as when the program writing it is stopped "
@@ -57,14 +56,16 @@ def run_flaky_then_broken() -> None:
         pocketflow.Flow(start=flaky).run({})
 
 
-def file_lines(telemetry) -> list[str]:
-    """One line per span (each span ends alone), written by the upstream exporter."""
-    stream = io.StringIO()
-    telemetry.tracer_provider.add_span_processor(
-        SimpleSpanProcessor(FileSpanExporter(stream=stream))
-    )
+def file_lines(telemetry, tmp_path) -> list[str]:
+    """One line per span (each span ends alone), written by our trace file exporter."""
+    path = tmp_path / "lines.jsonl"
+    telemetry.tracer_provider.add_span_processor(SimpleSpanProcessor(trace_file_exporter(path)))
     run_flaky_then_broken()
-    return stream.getvalue().splitlines(keepends=True)
+    return path.read_text().splitlines(keepends=True)
+
+
+def trace_file_exporter(path):
+    return TraceFileExporter(path, max_bytes=10**9, backups=0)
 
 
 def read_all(path) -> tuple[list, list[str]]:
@@ -74,7 +75,7 @@ def read_all(path) -> tuple[list, list[str]]:
 
 def test_spans_read_back_as_the_sdk_recorded_them(telemetry, tmp_path):
     path = tmp_path / "traces.jsonl"
-    telemetry.tracer_provider.add_span_processor(SimpleSpanProcessor(FileSpanExporter(path)))
+    telemetry.tracer_provider.add_span_processor(SimpleSpanProcessor(trace_file_exporter(path)))
 
     run_flaky_then_broken()
 
@@ -96,7 +97,7 @@ def test_spans_read_back_as_the_sdk_recorded_them(telemetry, tmp_path):
 
 
 def test_a_corrupt_line_is_skipped_with_its_number(telemetry, tmp_path):
-    first, second, third = file_lines(telemetry)
+    first, second, third = file_lines(telemetry, tmp_path)
     path = tmp_path / "traces.jsonl"
     path.write_text(first + '{"resourceSpans": [\n' + second + third)
 
@@ -109,7 +110,7 @@ def test_a_corrupt_line_is_skipped_with_its_number(telemetry, tmp_path):
 
 
 def test_a_line_cut_short_at_the_end_is_skipped(telemetry, tmp_path):
-    first, second, third = file_lines(telemetry)
+    first, second, third = file_lines(telemetry, tmp_path)
     path = tmp_path / "traces.jsonl"
     path.write_text(first + second + third[: len(third) // 2])
 
@@ -120,7 +121,7 @@ def test_a_line_cut_short_at_the_end_is_skipped(telemetry, tmp_path):
 
 
 def test_the_next_run_appends_after_a_cut_line_without_losing_its_spans(telemetry, tmp_path):
-    first, second, third = file_lines(telemetry)
+    first, second, third = file_lines(telemetry, tmp_path)
     path = tmp_path / "traces.jsonl"
     path.write_text(first + second[:40])
 

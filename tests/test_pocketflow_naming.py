@@ -8,11 +8,11 @@ import warnings
 from typing import Any
 
 import pocketflow
-from opentelemetry.exporter.otlp.json.file import FileSpanExporter
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from support.spans import events, outline
 
 from reasonflow_otel.local.cli import main
+from reasonflow_otel.local.trace_file import TraceFileExporter
 
 
 class FetchCart(pocketflow.Node):
@@ -138,7 +138,9 @@ def test_a_terminal_node_and_a_taken_route_are_no_routing_miss(telemetry):
 
 def test_show_and_stats_tell_of_routing_misses_and_parameter_sets(telemetry, tmp_path, capsys):
     path = tmp_path / "traces.jsonl"
-    telemetry.tracer_provider.add_span_processor(SimpleSpanProcessor(FileSpanExporter(path)))
+    telemetry.tracer_provider.add_span_processor(
+        SimpleSpanProcessor(TraceFileExporter(path, max_bytes=10**9, backups=0))
+    )
 
     class Intents(pocketflow.BatchFlow):
         def prep(self, shared: dict[str, Any]) -> list[dict[str, str]]:

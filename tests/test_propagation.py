@@ -19,11 +19,11 @@ from typing import Any
 
 import pocketflow
 import pytest
-from opentelemetry.instrumentation.threading import ThreadingInstrumentor
 
 import reasonflow_otel
 from reasonflow_otel import propagation, semconv
 from reasonflow_otel.instrumentation.pocketflow import PocketFlowInstrumentor
+from reasonflow_otel.instrumentation.threads import ThreadingInstrumentor
 
 APPS = Path(__file__).parent / "apps"
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pocketflow
 import pytest
-from opentelemetry.exporter.otlp.json.file import FileSpanExporter
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from support.browser import headless_chromium, screenshot
 from support.otlp_files import otlp_json
@@ -24,6 +23,8 @@ from support.viewer import (
     running_viewer,
     viewer_process,
 )
+
+from reasonflow_otel.local.trace_file import TraceFileExporter
 
 WAIT_SECONDS = 30
 
@@ -249,7 +250,9 @@ class EnrichFlow(pocketflow.Flow):
 def test_a_large_batch_is_folded_but_keeps_its_eventful_items(browser, make_telemetry, tmp_path):
     path = tmp_path / "traces.jsonl"
     telemetry = make_telemetry()
-    telemetry.tracer_provider.add_span_processor(SimpleSpanProcessor(FileSpanExporter(path)))
+    telemetry.tracer_provider.add_span_processor(
+        SimpleSpanProcessor(TraceFileExporter(path, max_bytes=10**9, backups=0))
+    )
     EnrichFlow(start=Enrich()).run({})
     trace_id = otlp_json(path, "spans")[0]["traceId"]
 

@@ -8,15 +8,18 @@ branch, a run halted before its next step).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pocketflow
 import pytest
-from opentelemetry.exporter.otlp.json.file import FileSpanExporter
+from opentelemetry import trace
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from support.otlp_files import otlp_json
 from support.viewer import get, get_indexed, record_example, running_viewer
+
+from reasonflow_otel.local.trace_file import TraceFileExporter
 
 
 class Step(pocketflow.Node):
@@ -81,7 +84,9 @@ def edges_by_action(graph: dict[str, Any]) -> dict[tuple[str, str], int]:
 def trace_file(make_telemetry, tmp_path) -> Path:
     path = tmp_path / "traces.jsonl"
     telemetry = make_telemetry()
-    telemetry.tracer_provider.add_span_processor(SimpleSpanProcessor(FileSpanExporter(path)))
+    telemetry.tracer_provider.add_span_processor(
+        SimpleSpanProcessor(TraceFileExporter(path, max_bytes=10**9, backups=0))
+    )
     return path
 
 
@@ -173,3 +178,77 @@ def test_a_burr_edge_is_taken_only_when_its_target_ran(burr_traces):
         ("answer_directly", "default"): 0,  # draft is the next step, in another trace
     }
     assert all(edge["runs"] == 0 for edge in resumed["edges"])
+
+
+def record_graph_run(path: Path, edges: list[tuple[str, str]], runs: list[tuple[str, int, int]]):
+    """A flow run as an engine that runs branches in parallel (LangGraph's supersteps) records
+    it, through the real SDK: the graph attribute, and node spans at the given times (ms)."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from reasonflow_otel import semconv
+
+    provider = TracerProvider()
+    provider.add_span_processor(
+        SimpleSpanProcessor(TraceFileExporter(path, max_bytes=10**9, backups=0))
+    )
+    tracer = provider.get_tracer("test")
+    names = sorted({name for edge in edges for name in edge} | {name for name, _, _ in runs})
+    graph = {
+        "nodes": [{"id": name, "name": name, "class": "Node"} for name in names],
+        "edges": [{"source": s, "target": t, "action": "default"} for s, t in edges],
+    }
+    flow = tracer.start_span(
+        "invoke_workflow Fan",
+        start_time=BASE_NS,
+        attributes={
+            semconv.GEN_AI_OPERATION_NAME: semconv.OPERATION_INVOKE_WORKFLOW,
+            semconv.GEN_AI_WORKFLOW_NAME: "Fan",
+            semconv.FLOW_GRAPH: json.dumps(graph),
+        },
+    )
+    context = trace.set_span_in_context(flow)
+    for name, start, end in runs:
+        attributes = {semconv.NODE_KIND: "node", semconv.NODE_ID: name, semconv.NODE_NAME: name}
+        node = tracer.start_span(name, context, attributes=attributes, start_time=_ns(start))
+        node.end(end_time=_ns(end))
+    flow.end(end_time=_ns(max(end for _, _, end in runs)))
+    provider.shutdown()
+
+
+BASE_NS = 1_796_000_000 * 10**9
+
+
+def _ns(milliseconds: int) -> int:
+    return BASE_NS + milliseconds * 10**6
+
+
+def test_parallel_branches_each_take_their_edge_and_each_feed_the_join(tmp_path):
+    path = tmp_path / "traces.jsonl"
+    edges = [("A", "B"), ("A", "C"), ("B", "D"), ("C", "D"), ("A", "E"), ("B", "C")]
+    record_graph_run(path, edges, [("A", 0, 1), ("B", 2, 5), ("C", 2, 4), ("D", 6, 7)])
+
+    [graph] = graphs_of(path)
+
+    assert {(e["source"], e["target"]): e["runs"] for e in graph["edges"]} == {
+        ("A", "B"): 1,
+        ("A", "C"): 1,
+        ("B", "D"): 1,
+        ("C", "D"): 1,
+        ("A", "E"): 0,  # E never ran
+        ("B", "C"): 0,  # C started before B ended: a sibling, not a successor
+    }
+
+
+def test_a_step_feeds_only_the_step_after_it_not_a_later_one(tmp_path):
+    """A -> X -> B ran; the graph's own A -> B edge was not taken."""
+    path = tmp_path / "traces.jsonl"
+    edges = [("A", "X"), ("X", "B"), ("A", "B")]
+    record_graph_run(path, edges, [("A", 0, 1), ("X", 2, 3), ("B", 4, 5)])
+
+    [graph] = graphs_of(path)
+
+    assert {(e["source"], e["target"]): e["runs"] for e in graph["edges"]} == {
+        ("A", "X"): 1,
+        ("X", "B"): 1,
+        ("A", "B"): 0,
+    }

@@ -17,9 +17,10 @@ from typing import Any
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
 import reasonflow_otel.sdk.preflight  # noqa: F401  (first: checks OTEL_* before the SDK reads them)
+from reasonflow_otel import last_resort
 from reasonflow_otel.decorators import node, step, workflow
 from reasonflow_otel.guard import report_internal_error
-from reasonflow_otel.instrumentation import ENGINES, engine_instrumentor, engine_version
+from reasonflow_otel.instrumentation import ENGINES, engine_instrumentor, engine_version, threads
 from reasonflow_otel.local.state import load_state
 from reasonflow_otel.propagation import (
     child_environment,
@@ -34,6 +35,8 @@ from reasonflow_otel.settings import (
     reject_unknown_options,
 )
 from reasonflow_otel.version import __version__
+
+last_resort.install()
 
 __all__ = [
     "__version__",
@@ -107,20 +110,18 @@ def instrumented_engines() -> list[str]:
 
 
 def _installed_instrumentors() -> list[BaseInstrumentor]:
-    """Threading and logging, then our engine instrumentors, minus the disabled ones.
+    """Thread context, logging (with the ``logs`` extra), then our engine instrumentors,
+    minus the disabled ones.
 
     Threading comes first so that it is ours to undo here, not the engine
     instrumentors' (each brings it along when used alone).
     """
     instrumentors: list[BaseInstrumentor] = []
-    if not instrumentation_disabled("threading"):
-        from opentelemetry.instrumentation.threading import ThreadingInstrumentor
-
-        instrumentors.append(ThreadingInstrumentor())
-    if not instrumentation_disabled("logging"):
-        from opentelemetry.instrumentation.logging import LoggingInstrumentor
-
-        instrumentors.append(LoggingInstrumentor())  # logging records -> OTel logs
+    if not instrumentation_disabled(threads.NAME):
+        instrumentors.append(threads.ThreadingInstrumentor())
+    logging_instrumentor = _logging_instrumentor()
+    if logging_instrumentor is not None and not instrumentation_disabled("logging"):
+        instrumentors.append(logging_instrumentor)  # logging records -> OTel logs
     for name in ENGINES:
         if instrumentation_disabled(name):
             continue
@@ -128,3 +129,12 @@ def _installed_instrumentors() -> list[BaseInstrumentor]:
         if engine_version(instrumentor) is not None:
             instrumentors.append(instrumentor)
     return instrumentors
+
+
+def _logging_instrumentor() -> BaseInstrumentor | None:
+    """The contrib logging instrumentation, if installed (the ``logs`` extra brings it)."""
+    try:
+        from opentelemetry.instrumentation.logging import LoggingInstrumentor
+    except ImportError:
+        return None
+    return LoggingInstrumentor()

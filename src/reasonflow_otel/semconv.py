@@ -93,6 +93,9 @@ METRIC_NODE_FALLBACKS: Final = "reasonflow.node.fallbacks"
 METRIC_NODE_ACTIVE: Final = "reasonflow.node.active"
 METRIC_NODE_CPU_TIME: Final = "reasonflow.node.cpu_time"
 METRIC_NODE_MEMORY_GROWTH: Final = "reasonflow.node.memory.growth"
+# Spans our batch processors could not deliver, by error.type and otel.component.name.
+METRIC_SPANS_DROPPED: Final = "reasonflow.spans.dropped"
+OTEL_COMPONENT_NAME: Final = "otel.component.name"
 
 # Attributes a metric point may carry: low cardinality only, never ids or payloads.
 # A user-given grouping of flows and nodes (e.g. ``ai_provider``), kept few by design.

@@ -83,13 +83,25 @@ def parse_bool(text: str) -> bool:
     raise SettingError("expected true or false")
 
 
-def parse_positive_int(text: str) -> int:
+def _whole_number(text: str) -> int:
     try:
-        value = int(text.strip())
+        return int(text.strip())
     except ValueError:
         raise SettingError("expected a whole number") from None
+
+
+def parse_positive_int(text: str) -> int:
+    value = _whole_number(text)
     if value <= 0:
         raise SettingError("expected a number above 0")
+    return value
+
+
+def parse_count(text: str) -> int:
+    """A whole number, 0 or more."""
+    value = _whole_number(text)
+    if value < 0:
+        raise SettingError("expected 0 or more")
     return value
 
 
@@ -272,6 +284,15 @@ class Settings:
         parse_path,
         "Local OTLP JSON lines file used when no OTLP endpoint is set (relative to the working "
         "directory); logs go beside it, as <name>.logs.jsonl.",
+    )
+    trace_file_max_bytes: int = _setting(
+        100_000_000,
+        parse_positive_int,
+        "Size at which the local trace (and log) file is rotated: traces.jsonl becomes "
+        "traces.jsonl.1, .1 becomes .2, and so on.",
+    )
+    trace_file_backups: int = _setting(
+        2, parse_count, "Rotated local files kept (traces.jsonl.1 ... .N); the oldest is dropped."
     )
     console: bool = _setting(
         False, parse_bool, "Print each finished trace on stderr as a tree, with its logs."

@@ -1,11 +1,12 @@
 """The local store: OTLP JSON lines files, written lazily and read as streams.
 
-With no OTLP endpoint, spans are written by the upstream ``opentelemetry-exporter-otlp-json-file``
-exporter: each line is one ``ExportTraceServiceRequest`` in OTLP/JSON (ids as hex, 64-bit
-integers as strings), the format the Collector's ``otlpjsonfile`` receiver reads. The format
-allows one signal per file, so logs go to a sibling file (:func:`log_file_for`). A file is
-created with its first record (:class:`FileOnFirstExport`): a run that records nothing leaves
-nothing behind, and the directory the store creates ignores itself in git.
+With no OTLP endpoint, spans are written by our exporter (``trace_file.py``): each line is one
+``ExportTraceServiceRequest`` in OTLP/JSON (ids as hex, 64-bit integers as strings), the format
+the Collector's ``otlpjsonfile`` receiver reads. The format allows one signal per file, so logs
+go to a sibling file (:func:`log_file_for`). A file is created with its first record: a run that
+records nothing leaves nothing behind, and the directory the store creates ignores itself in
+git. A file past its size limit is rotated to ``<name>.1``, ``<name>.2``, ...; readers read
+the rotated files first, oldest first, then the current one (:func:`generations`).
 
 Readers hold one line at a time, so memory stays flat however large the file is. A line that
 cannot be read (cut short, corrupt, another tool's data) is skipped: the first one is reported
@@ -14,10 +15,10 @@ with its line number, the others are counted, and the rest of the file is still 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
-import threading
 from collections.abc import Callable, Container, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,31 +79,6 @@ def _ends_mid_line(path: Path) -> bool:
             return file.read(1) != b"\n"
     except FileNotFoundError:
         return False
-
-
-class FileOnFirstExport:
-    """An upstream OTLP JSON file exporter (spans or logs), made when the first batch
-    arrives: it opens its file when it is made, and an empty file says nothing."""
-
-    def __init__(self, path: Path, make: Callable[[Path], Any]) -> None:
-        self._path = path
-        self._make = make
-        self._exporter: Any = None
-        self._lock = threading.Lock()
-
-    def export(self, batch: Any) -> Any:
-        with self._lock:
-            if self._exporter is None:
-                prepare_for_append(self._path)
-                self._exporter = self._make(self._path)
-        return self._exporter.export(batch)
-
-    def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        return self._exporter is None or self._exporter.force_flush(timeout_millis)
-
-    def shutdown(self) -> None:
-        if self._exporter is not None:
-            self._exporter.shutdown()
 
 
 # --- Records ----------------------------------------------------------------------------------
@@ -184,13 +160,65 @@ def read_logs(path: Path, warn: Warn = warn_on_stderr) -> Iterator[LogLine]:
 def read_lines(
     path: Path, signal: Signal, decode: Callable[[dict[str, Any]], list[T]], warn: Warn
 ) -> Iterator[T]:
-    """Decode each line of an OTLP JSON lines file; unreadable lines are reported and skipped.
+    """Decode each line of an OTLP JSON lines file and its rotated files, oldest first;
+    unreadable lines are reported and skipped.
 
     ``decode`` turns one parsed request into records and raises ``ValueError``, ``KeyError``
     or ``TypeError`` for data it cannot use.
     """
-    file = path.open("rb")  # opened now, so a missing file fails at the call
-    return _decoded_lines(file, path, signal, decode, warn)
+    files = open_generations(path)  # opened now, so a missing file fails at the call
+    return _decoded_files(files, signal, decode, warn)
+
+
+def generations(path: Path) -> list[Path]:
+    """``path``'s rotated files (``<name>.1``, ``<name>.2``, ...), oldest first, then ``path``."""
+    numbered = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(path.parent):
+            number = entry.name.removeprefix(f"{path.name}.")
+            if number != entry.name and number.isdigit():
+                numbered.append((int(number), Path(entry.path)))
+    return [rotated for _, rotated in sorted(numbered, reverse=True)] + [path]
+
+
+def open_generations(path: Path) -> list[tuple[Path, BinaryIO]]:
+    """Every generation of ``path``, opened, oldest first; ``OSError`` if none can be opened.
+
+    They are opened newest first and each file is taken once: a rotation meanwhile moves a
+    file already opened to the next name, where it is recognised, so nothing is lost.
+    """
+    opened: list[tuple[Path, BinaryIO]] = []
+    seen: set[tuple[int, int]] = set()
+    failure: OSError | None = None
+    for generation in reversed(generations(path)):
+        try:
+            file = generation.open("rb")
+        except OSError as error:
+            failure = failure or error
+            continue
+        status = os.fstat(file.fileno())
+        if (status.st_dev, status.st_ino) in seen:
+            file.close()
+            continue
+        seen.add((status.st_dev, status.st_ino))
+        opened.append((generation, file))
+    if not opened:
+        raise failure or FileNotFoundError(2, "No such file or directory", str(path))
+    return opened[::-1]
+
+
+def _decoded_files(
+    files: list[tuple[Path, BinaryIO]],
+    signal: Signal,
+    decode: Callable[[dict[str, Any]], list[T]],
+    warn: Warn,
+) -> Iterator[T]:
+    try:
+        for path, file in files:
+            yield from _decoded_lines(file, path, signal, decode, warn)
+    finally:
+        for _, file in files:
+            file.close()
 
 
 def _decoded_lines(
@@ -212,7 +240,6 @@ def _decoded_lines(
                 continue
             yield from records
     finally:
-        file.close()
         skipped.report_rest()
 
 

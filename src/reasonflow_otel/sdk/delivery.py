@@ -35,7 +35,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
 from typing import Any, Protocol, TypeVar
 
@@ -49,6 +49,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from reasonflow_otel.guard import report_internal_error
+from reasonflow_otel.sdk.dropped import EXPORT_FAILED, QUEUE_FULL, count_queue_drops, track
 from reasonflow_otel.sdk.exit import exit_began
 
 _logger = logging.getLogger(__name__)
@@ -118,14 +119,15 @@ class ExportGate:
             self._shut_down = True
         self.exporter.shutdown()
 
-    def report(self, produced: int) -> None:
-        """Log once how many of the ``produced`` items never arrived."""
+    def report(self, produced: int, causes: Mapping[str, int] | None = None) -> None:
+        """Log once how many of the ``produced`` items never arrived, and why if ``causes``
+        says (unless the exporter itself warned that it drops them: one line, not two)."""
         with self._lock:
             if self._reported:
                 return
             self._reported = True
             lost = produced - self.delivered
-        if lost > 0:
+        if lost > 0 and not getattr(self.exporter, "said_what_it_drops", False):
             unit, where = _UNITS[self.kind]
             _logger.warning(
                 "reasonflow-otel: %d of %d %s could not be delivered by the %s exporter "
@@ -134,8 +136,24 @@ class ExportGate:
                 produced,
                 unit,
                 self.name,
-                where,
+                where if causes is None else _loss_causes(lost, causes),
             )
+
+
+_CAUSES = {
+    QUEUE_FULL: "dropped at a full queue",
+    "already_shutdown": "ended after the shutdown",
+    EXPORT_FAILED: "in failed exports",
+}
+
+
+def _loss_causes(lost: int, causes: Mapping[str, int]) -> str:
+    """``12 dropped at a full queue, 28 in failed exports``; the rest was still queued."""
+    parts = [f"{count} {_CAUSES.get(cause, cause)}" for cause, count in causes.items() if count]
+    unexplained = lost - sum(causes.values())
+    if unexplained > 0:
+        parts.append(f"{unexplained} still queued at the end")
+    return ", ".join(parts)
 
 
 class _Gated:
@@ -202,12 +220,16 @@ class _ReportsLoss:
     def _count_one(self) -> None:
         next(self._produced)
 
+    def dropped(self) -> dict[str, int] | None:
+        """Items lost so far by cause, where the kind of item counts them (None: unknown)."""
+        return None
+
     def shutdown(self) -> None:
         try:
             super().shutdown()  # type: ignore[misc]
         finally:
             # Items so far (this read adds one afterwards).
-            self.exporter.gate.report(next(self._produced))
+            self.exporter.gate.report(next(self._produced), self.dropped())
 
 
 class DeliveryReportingSpanProcessor(_ReportsLoss, BatchSpanProcessor):
@@ -218,9 +240,18 @@ class DeliveryReportingSpanProcessor(_ReportsLoss, BatchSpanProcessor):
     """
 
     def __init__(self, name: str, exporter: SpanExporter, **options: Any) -> None:
+        self.name = name
         self.exporter = CountingSpanExporter(name, exporter)
         BatchSpanProcessor.__init__(self, self.exporter, **options)
         self._start_counting()
+        self._queue_drops = count_queue_drops(self._batch_processor)
+        track(self)  # its losses are reported in reasonflow.spans.dropped
+
+    def dropped(self) -> dict[str, int]:
+        """Spans lost so far, by ``error.type``: queue_full, already_shutdown, export_failed."""
+        causes = self._queue_drops.snapshot() if self._queue_drops is not None else {}
+        causes[EXPORT_FAILED] = self.exporter.lost_spans
+        return causes
 
     def on_end(self, span: ReadableSpan) -> None:
         if span.context is not None and span.context.trace_flags.sampled:

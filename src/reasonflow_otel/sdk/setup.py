@@ -49,7 +49,8 @@ from opentelemetry.sdk.trace.export import SpanExporter
 
 from reasonflow_otel.instrumentation import ENGINES
 from reasonflow_otel.local.console import ConsoleLogProcessor, ConsoleTreeProcessor
-from reasonflow_otel.local.store import FileOnFirstExport, log_file_for
+from reasonflow_otel.local.store import log_file_for
+from reasonflow_otel.local.trace_file import LogFileExporter, TraceFileExporter
 from reasonflow_otel.propagation import continue_trace_from_environment
 from reasonflow_otel.sdk.delivery import (
     CountingMetricExporter,
@@ -59,6 +60,7 @@ from reasonflow_otel.sdk.delivery import (
     flush_before_exit,
     reconnect_after_fork,
 )
+from reasonflow_otel.sdk.dropped import observe_dropped_spans
 from reasonflow_otel.sdk.exit import ShutsDown, bound_exit_time, end_by_exit_deadline
 from reasonflow_otel.sdk.ids import ID_GENERATOR
 from reasonflow_otel.sdk.process_metrics import start_process_metrics
@@ -119,6 +121,8 @@ def start_telemetry(
     setup = configure_sdk(settings, service_name)
     continue_trace_from_environment()
     start_process_metrics(settings, meter_provider or setup.meter_provider)
+    if setup.installed_tracer_provider and setup.trace_exporters:  # our processors count drops
+        observe_dropped_spans(meter_provider or setup.meter_provider)
     return setup
 
 
@@ -247,10 +251,10 @@ def _exporters(
     exporters = []
     for name in exporter_names(signal):
         try:
-            [(_, exporter_class)] = _import_config_components([name], group)
             if name == LOCAL_FILE_EXPORTER and signal != "metrics":
-                exporters.append((name, _local_file(signal, settings, exporter_class)))
+                exporters.append((name, _local_file(signal, settings)))
                 continue
+            [(_, exporter_class)] = _import_config_components([name], group)
             exporters.append((name, reconnect_after_fork(exporter_class())))
         except Exception as error:
             _logger.warning(
@@ -275,16 +279,18 @@ def _end_by_exit_deadline(signal: Signal, gate: ExportGate) -> None:
     end_by_exit_deadline(gate, endpoint)
 
 
-def _local_file(signal: Signal, settings: Settings, exporter_class: type) -> FileOnFirstExport:
-    """The upstream OTLP JSON file exporter for ``signal``, writing to the local store."""
-    path = settings.trace_file if signal == "traces" else log_file_for(settings.trace_file)
-    if signal == "traces" and not _every_engine_disabled():
+def _local_file(signal: Signal, settings: Settings) -> TraceFileExporter | LogFileExporter:
+    """Our OTLP JSON lines exporter for ``signal``, writing to the local store."""
+    limits = (settings.trace_file_max_bytes, settings.trace_file_backups)
+    if signal == "logs":
+        return LogFileExporter(log_file_for(settings.trace_file), *limits)
+    if not _every_engine_disabled():
         print(
-            f"reasonflow-otel: traces are written to {path.absolute()} "
+            f"reasonflow-otel: traces are written to {settings.trace_file.absolute()} "
             "(no backend needed; list them with `reasonflow-otel traces`)",
             file=sys.stderr,
         )
-    return FileOnFirstExport(path, exporter_class)
+    return TraceFileExporter(settings.trace_file, *limits)
 
 
 def _every_engine_disabled() -> bool:

@@ -3,15 +3,18 @@
 Each distinct graph (a workflow and its ``reasonflow.flow.graph`` attribute) is drawn once per
 trace however often it ran: a sub-flow in a loop, or a fan-out of sub-applications, is one
 panel with visit counts. A node counts its runs. An edge counts the transitions the spans
-show: a run of its target right after a run of its source, in the same run of the graph (the
-same flow run, or the same batch item). An edge that no span shows was not taken, whatever the
-engine would have chosen next (a run halted before its next step, or a step that failed); a
-routing miss is kept with the node where it happened.
+show, in the same run of the graph (the same flow run, or the same batch item): a run of its
+target in the wave that follows a run of its source (the runs that start once the source has
+ended, until one of them ends), and for an engine that records the action a node chose
+(PocketFlow), with that action. In a sequence that is the next step; after a fan-out, every
+branch; at a join, every branch that ends before it. An edge that no span shows was not
+taken, whatever the engine would have chosen next (a run halted before its next step, or a
+step that failed); a routing miss is kept with the node where it happened.
 """
 
 from __future__ import annotations
 
-import itertools
+import bisect
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -49,6 +52,8 @@ class GraphPanel:
     edge_runs: list[int] = field(default_factory=list)
     misses: list[dict[str, Any]] = field(default_factory=list)
 
+    joining: dict[tuple[str, str], list[int]] = field(default_factory=dict)  # -> edge indexes
+
     @classmethod
     def parse(cls, workflow: str, text: str) -> GraphPanel | None:
         """The graph of the attribute's JSON; None if it cannot be read."""
@@ -59,7 +64,11 @@ class GraphPanel:
             truncated = bool(graph.get("truncated", False))
         except (ValueError, KeyError, TypeError, AttributeError):
             return None
-        return cls(workflow, truncated, nodes, edges, edge_runs=[0] * len(edges))
+        panel = cls(workflow, truncated, nodes, edges, edge_runs=[0] * len(edges))
+        for index, edge in enumerate(edges):
+            key = (str(edge.get("source")), str(edge.get("target")))
+            panel.joining.setdefault(key, []).append(index)
+        return panel
 
     def add_run(self, flow: TreeNode) -> None:
         """Count one run of the graph: its node runs and the transitions between them."""
@@ -71,22 +80,29 @@ class GraphPanel:
                 miss = routing_miss(step)
                 if miss is not None:
                     self.misses.append({**miss, "node_id": node_id})
-            for before, after in itertools.pairwise(sequence):
-                edge = self._edge_between(before, after)
+            self._count_transitions(sequence)
+
+    def _count_transitions(self, steps: list[SpanRecord]) -> None:
+        """A step feeds the next wave: the runs that start once it has ended, until one of
+        them ends (in a sequence, the next step; after a fan-out, every branch)."""
+        starts = [step.start_ns for step in steps]  # steps are in start order
+        for source in steps:
+            deadline: int | None = None
+            for following in steps[bisect.bisect_left(starts, source.end_ns) :]:
+                if deadline is not None and following.start_ns >= deadline:
+                    break
+                end = following.end_ns
+                deadline = end if deadline is None else min(deadline, end)
+                edge = self._edge_between(source, _node_id(following))
                 if edge is not None:
                     self.edge_runs[edge] += 1
 
-    def _edge_between(self, before: SpanRecord, after: SpanRecord) -> int | None:
-        """The edge from ``before``'s node to ``after``'s; when the engine records the action
-        ``before`` chose (PocketFlow), the edge labelled with it, else none (several edges
-        can join two nodes, and an action with no edge there did not lead to ``after``)."""
-        source, target = _node_id(before), _node_id(after)
-        joining = [
-            index
-            for index, edge in enumerate(self.edges)
-            if str(edge.get("source")) == source and str(edge.get("target")) == target
-        ]
-        action = before.attributes.get(semconv.NODE_ACTION)
+    def _edge_between(self, source: SpanRecord, target: str) -> int | None:
+        """The edge from ``source``'s node to ``target``; when the engine records the action
+        ``source`` chose (PocketFlow), the edge labelled with it, else none (several edges
+        can join two nodes, and an action with no edge there did not lead to ``target``)."""
+        joining = self.joining.get((_node_id(source), target), [])
+        action = source.attributes.get(semconv.NODE_ACTION)
         if action is not None:
             joining = [index for index in joining if self.edges[index].get("action") == action]
         return joining[0] if joining else None

@@ -6,6 +6,8 @@ attributes; a trace is read back from those lines when it is opened, and only th
 the listing and the analytics use are decoded while indexing. Every request first checks the
 files' sizes: new complete lines are read from the last offset (a line still being written
 waits for its newline), and a file that shrank or was replaced is read again from the start.
+Rotated generations (``traces.jsonl.1``, ...) are read too, oldest first, each followed by its
+identity across renames: a rotation re-reads nothing.
 
 One thread reads at a time. A large file is indexed by a background thread started with the
 server; meanwhile requests are answered from what is indexed so far (``indexing`` is true).
@@ -14,6 +16,7 @@ server; meanwhile requests are answered from what is indexed so far (``indexing`
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import sys
 import threading
@@ -22,7 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, BinaryIO, Protocol, TypeVar
 
 from reasonflow_otel import semconv
 from reasonflow_otel.local.listing import TraceSummary
@@ -34,6 +37,7 @@ from reasonflow_otel.local.store import (
     decode_line,
     decode_logs,
     decode_spans,
+    generations,
     log_file_for,
 )
 from reasonflow_otel.local.viewer.analytics import Analytics
@@ -122,41 +126,26 @@ class TraceSource(Protocol):
     def state(self) -> FileState: ...
 
 
+# A line's location: its file's key in the high bits, its byte offset in the low ones.
+_OFFSET_BITS = 40
+_OFFSET_MASK = (1 << _OFFSET_BITS) - 1
+Identity = tuple[int, int]  # (device, inode): a file followed across renames
+
+
 class AppendedLines:
-    """A JSON lines file read from where the last read stopped.
+    """One file, read from where the last read stopped; a line still being written (no
+    newline yet) is left for the next read."""
 
-    A line still being written (no newline yet) is left for the next read; a file that was
-    replaced, shrank or vanished is read again from the start.
-    """
-
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, identity: Identity, key: int) -> None:
         self.path = path
-        self.size = 0
-        self._restart(None)
-
-    def _restart(self, identity: tuple[int, int] | None) -> None:
         self.identity = identity
+        self.key = key
+        self.size = 0
         self.offset = 0
         self.number = 0
 
-    def restarted(self) -> bool:
-        """Check the file: whether everything read so far must be forgotten."""
-        try:
-            status = os.stat(self.path)
-        except FileNotFoundError:
-            replaced = self.identity is not None
-            self._restart(None)
-            self.size = 0
-            return replaced
-        identity = (status.st_dev, status.st_ino)
-        replaced = identity != self.identity or status.st_size < self.offset
-        if replaced:
-            self._restart(identity)
-        self.size = status.st_size
-        return replaced
-
     def new_lines(self) -> Iterator[tuple[int, int, bytes]]:
-        """Line number, offset and bytes of each complete line after the last one read."""
+        """Line number, location and bytes of each complete line after the last one read."""
         if self.size <= self.offset:
             return
         with self.path.open("rb") as file:
@@ -165,8 +154,65 @@ class AppendedLines:
                 if not line.endswith(b"\n"):
                     return
                 self.number += 1
-                yield self.number, self.offset, line
+                yield self.number, (self.key << _OFFSET_BITS) | self.offset, line
                 self.offset += len(line)
+
+
+class GenerationLines:
+    """A JSON lines file and its rotated generations (``<name>.1``, ...), oldest first, each
+    read from where the last read stopped.
+
+    A rotation renames files: each is followed by its identity, so nothing is read twice.
+    When a file read before is gone (the oldest generation dropped, the file deleted) or
+    shrank, everything is read again from the start.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.files: list[AppendedLines] = []
+        self._keys = itertools.count()
+
+    @property
+    def size(self) -> int:
+        return sum(file.size for file in self.files)
+
+    @property
+    def offset(self) -> int:
+        return sum(file.offset for file in self.files)
+
+    def restarted(self) -> bool:
+        """Check the files: whether everything read so far must be forgotten."""
+        known = {file.identity: file for file in self.files}
+        present = _present_generations(self.path)
+        sizes = {identity: size for identity, _, size in present}
+        restart = any(
+            identity not in sizes or sizes[identity] < file.offset
+            for identity, file in known.items()
+        )
+        if restart:
+            known = {}
+        files = []
+        for identity, path, size in present:
+            file = known.get(identity) or AppendedLines(path, identity, next(self._keys))
+            file.path, file.size = path, size
+            files.append(file)
+        self.files = files  # one assignment: readers see the old list or the new one
+        return restart
+
+    def new_lines(self) -> Iterator[tuple[int, int, bytes]]:
+        for file in self.files:
+            yield from file.new_lines()
+
+
+def _present_generations(path: Path) -> list[tuple[Identity, Path, int]]:
+    present = []
+    for generation in generations(path):
+        try:
+            status = os.stat(generation)
+        except FileNotFoundError:
+            continue
+        present.append(((status.st_dev, status.st_ino), generation, status.st_size))
+    return present
 
 
 class TraceIndex:
@@ -178,8 +224,8 @@ class TraceIndex:
         self._lock = threading.Lock()  # guards the index; held per line while reading
         self._reader = threading.Lock()  # held by the one thread reading the files
         self._error = ""
-        self._trace_lines = AppendedLines(path)
-        self._log_lines = AppendedLines(log_file_for(path))
+        self._trace_lines = GenerationLines(path)
+        self._log_lines = GenerationLines(log_file_for(path))
         self._log_offsets: dict[str, array[int]] = {}
         self._reset()
 
@@ -277,14 +323,14 @@ class TraceIndex:
         """The trace's spans, read back from its lines."""
         with self._lock:
             offsets = list(trace.offsets)
-        return _read_back(self.path, offsets, "traces", decode_spans, trace.trace_id)
+        return _read_back(self._trace_lines, offsets, "traces", decode_spans, trace.trace_id)
 
     def logs_of(self, trace_id: str) -> list[LogLine]:
         """The trace's log records, read back from their lines of the log file."""
         with self._lock:
             offsets = list(self._log_offsets.get(trace_id, ()))
         try:
-            return _read_back(self._log_lines.path, offsets, "logs", decode_logs, trace_id)
+            return _read_back(self._log_lines, offsets, "logs", decode_logs, trace_id)
         except (OSError, UnreadableLine):
             return []
 
@@ -296,7 +342,7 @@ class TraceIndex:
         with self._lock:
             return FileState(
                 path=str(self.path.absolute()),
-                exists=self._trace_lines.identity is not None,
+                exists=bool(self._trace_lines.files),
                 spans=self._spans,
                 traces=len(self._traces),
                 skipped_lines=self._skipped,
@@ -309,20 +355,41 @@ class TraceIndex:
 
 
 def _read_back(
-    path: Path,
-    offsets: list[int],
+    lines: GenerationLines,
+    locations: list[int],
     signal: Signal,
     decode: Callable[[dict[str, Any]], list[Record]],
     trace_id: str,
 ) -> list[Record]:
-    """The records of one trace from the lines at ``offsets``."""
+    """The records of one trace from the lines at ``locations``; a file rotated away since it
+    was indexed is skipped (the next refresh finds it again)."""
+    files = {file.key: file for file in lines.files}
     records: list[Record] = []
-    with path.open("rb") as file:
-        for offset in offsets:
-            file.seek(offset)
+    with contextlib.ExitStack() as stack:
+        opened: dict[int, BinaryIO | None] = {}
+        for location in locations:
+            key = location >> _OFFSET_BITS
+            if key not in opened:
+                opened[key] = _open_if_same(files.get(key), stack)
+            file = opened[key]
+            if file is None:
+                continue
+            file.seek(location & _OFFSET_MASK)
             records += (
                 record
                 for record in decode_line(file.readline(), signal, decode)
                 if record.trace_id == trace_id
             )
     return records
+
+
+def _open_if_same(lines: AppendedLines | None, stack: contextlib.ExitStack) -> BinaryIO | None:
+    """The file indexed as ``lines``, opened, if its path still names it."""
+    if lines is None:
+        return None
+    try:
+        file = stack.enter_context(lines.path.open("rb"))
+    except FileNotFoundError:
+        return None
+    status = os.fstat(file.fileno())
+    return file if (status.st_dev, status.st_ino) == lines.identity else None
