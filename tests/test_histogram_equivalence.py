@@ -229,7 +229,7 @@ def test_an_sdk_of_another_shape_gets_every_value_recorded_with_one_log_line(
     older_sdk, pipelines, caplog
 ):
     merged, recorded = pipelines
-    with caplog.at_level(logging.WARNING, logger="reasonflow_otel"):
+    with caplog.at_level(logging.INFO, logger="reasonflow_otel"):
         group = histogram_group(merged.meter, merged.instruments)
         histogram_group(merged.meter, merged.instruments[:1])
 
