@@ -90,10 +90,7 @@ def observe_dropped_spans(meter_provider: Any = None) -> None:
         if provider in _observed_by:
             return
         _observed_by.add(provider)
-    # Here, not at the top: base imports the recorder, which imports delivery and this module.
-    from reasonflow_otel.instrumentation.base import METER_SCOPE
-
-    meter = metrics.get_meter(METER_SCOPE, __version__, provider)
+    meter = metrics.get_meter(semconv.METER_SCOPE, __version__, provider)
     meter.create_observable_counter(
         semconv.METRIC_SPANS_DROPPED,
         callbacks=[_observe],
