@@ -42,6 +42,7 @@ def test_instrument_finds_burr_and_keeps_the_apps_own_tracer_provider(tmp_path):
             "LoggingInstrumentor",
             "PocketFlowInstrumentor",
             "BurrInstrumentor",
+            "LangGraphInstrumentor",
             "MethodsInstrumentor",
         ],
     }

@@ -259,17 +259,17 @@ class ScaledTier:
 
     def send(self, manifest: Path, traces: int, rate: float, **options: str) -> dict[str, Any]:
         """Runs tests/apps/scaled_load.py to the end; returns its manifest."""
-        start_load(self, manifest, traces, rate, **options).wait(timeout=600)
+        start_load(self.agent_otlp, manifest, traces, rate, **options).wait(timeout=600)
         return json.loads(manifest.read_text())
 
 
 def start_load(
-    tier: ScaledTier, manifest: Path, traces: int, rate: float, payload: int = 0, **environ: str
+    agent: str, manifest: Path, traces: int, rate: float, payload: int = 0, **environ: str
 ) -> subprocess.Popen[bytes]:
-    """tests/apps/scaled_load.py sending to the agent, in the background."""
+    """tests/apps/scaled_load.py sending to ``agent`` (host:port), in the background."""
     settings = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     settings.update(
-        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://{tier.agent_otlp}",
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://{agent}",
         OTEL_EXPORTER_OTLP_INSECURE="true",
         OTEL_METRIC_EXPORT_INTERVAL="1000",
         OTEL_LOGS_EXPORTER="none",
