@@ -168,62 +168,20 @@ def _report(callback: Callable[[Any, Any], None], token: Any, outcome: Any) -> N
         report_internal_error("ending a run", error)
 
 
-def _plain(callbacks: _Callbacks) -> Handler:
-    begin, end, fail, gate, _ = callbacks
+def _calling(is_async: bool) -> Callable[[_Callbacks], Handler]:
+    """wrapt's wrapper function around a call (or an awaited call), from the one template."""
 
-    def call(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
-        if not gate():
-            return wrapped(*args, **kwargs)
-        try:
-            token = begin(instance, args, kwargs)
-        except Exception as error:
-            token = _reported(error)
-        if token is None:
-            return wrapped(*args, **kwargs)
-        try:
-            result = wrapped(*args, **kwargs)
-        except BaseException as error:
-            try:
-                fail(token, error)
-            except Exception as internal:
-                _reported(internal)
-            raise
-        try:
-            end(token, result)
-        except Exception as internal:
-            _reported(internal)
-        return result
+    def make(callbacks: _Callbacks) -> Handler:
+        return _written(
+            is_async,
+            parameters="wrapped, instance, args, kwargs",
+            call="wrapped(*args, **kwargs)",
+            begin_arguments="instance, args, kwargs",
+            namespace=callbacks._asdict(),
+            filename="<reasonflow-otel wrapper>",
+        )
 
-    return call
-
-
-def _coroutine(callbacks: _Callbacks) -> Handler:
-    begin, end, fail, gate, _ = callbacks
-
-    async def call(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
-        if not gate():
-            return await wrapped(*args, **kwargs)
-        try:
-            token = begin(instance, args, kwargs)
-        except Exception as error:
-            token = _reported(error)
-        if token is None:
-            return await wrapped(*args, **kwargs)
-        try:
-            result = await wrapped(*args, **kwargs)
-        except BaseException as error:
-            try:
-                fail(token, error)
-            except Exception as internal:
-                _reported(internal)
-            raise
-        try:
-            end(token, result)
-        except Exception as internal:
-            _reported(internal)
-        return result
-
-    return call
+    return make
 
 
 def _reported(error: Exception) -> None:
@@ -390,8 +348,8 @@ async def traced_async_generator(
 
 
 _SHAPES: dict[str, Callable[[_Callbacks], Handler]] = {
-    "call": _plain,
-    "await": _coroutine,
+    "call": _calling(is_async=False),
+    "await": _calling(is_async=True),
     "iterate": _iteration(_lazy_generator),
     "aiterate": _iteration(_lazy_async_generator),
 }
@@ -407,9 +365,11 @@ async def _aclose(run: Run, generator: AsyncGenerator[Any, Any]) -> None:
         await generator.aclose()
 
 
-# --- The fast path: a method written out with the original's own parameters -------------
+# --- The wrapper's one template, and the fast path for plain methods ----------------------
 
-# A wrapper with the original's parameters (``def exec(self, prep_res)``) is called
+# Every wrapper is this template written out: under wrapt with ``(wrapped, instance,
+# args, kwargs)``, or, for a plain method of a class, with the original's own
+# parameters. A wrapper with the original's parameters (``def exec(self, prep_res)``) is called
 # faster than wrapt's (which binds a wrapper object on every attribute access and
 # passes ``*args, **kwargs``): about 0.5 µs less per call on CPython 3.11, and a
 # PocketFlow node makes three wrapped calls. Keyword calls keep working (the names
@@ -417,15 +377,15 @@ async def _aclose(run: Run, generator: AsyncGenerator[Any, Any]) -> None:
 _TEMPLATE = """
 {async_}def wrapper({parameters}):
     if not gate():
-        return {await_}original({parameters})
+        return {await_}{call}
     try:
         token = begin({begin_arguments})
     except Exception as error:
         token = reported(error)
     if token is None:
-        return {await_}original({parameters})
+        return {await_}{call}
     try:
-        result = {await_}original({parameters})
+        result = {await_}{call}
     except BaseException as error:
         try:
             fail(token, error)
@@ -456,22 +416,42 @@ def _generated(parent: Any, original: Any, callbacks: _Callbacks, shape: str) ->
     names = _plain_parameters(original)
     if not names:
         return None
+    parameters = ", ".join(names)
     rest = "".join(f"{name}, " for name in names[1:])
-    source = _TEMPLATE.format(
-        async_="async " if shape == "await" else "",
-        await_="await " if shape == "await" else "",
-        parameters=", ".join(names),
+    wrapper = _written(
+        shape == "await",
+        parameters=parameters,
+        call=f"original({parameters})",
         begin_arguments=f"{names[0]}, ({rest}), {{}}",
+        namespace={"original": original, **callbacks._asdict()},
+        filename=f"<reasonflow-otel wrapper of {original.__qualname__}>",
     )
-    namespace = {"original": original, "reported": _reported, **callbacks._asdict()}
-    exec(
-        compile(source, f"<reasonflow-otel wrapper of {original.__qualname__}>", "exec"), namespace
-    )
-    wrapper = namespace["wrapper"]
     wrapper.__code__ = _named_like(wrapper.__code__, original.__code__)
     functools.update_wrapper(wrapper, original)
     setattr(wrapper, _ORIGINAL, original)
     return wrapper
+
+
+def _written(
+    is_async: bool,
+    *,
+    parameters: str,
+    call: str,
+    begin_arguments: str,
+    namespace: dict[str, Any],
+    filename: str,
+) -> Callable[..., Any]:
+    """The template written out: one source for every wrapper, sync or async."""
+    source = _TEMPLATE.format(
+        async_="async " if is_async else "",
+        await_="await " if is_async else "",
+        parameters=parameters,
+        call=call,
+        begin_arguments=begin_arguments,
+    )
+    namespace = {**namespace, "reported": _reported}
+    exec(compile(source, filename, "exec"), namespace)
+    return namespace["wrapper"]
 
 
 def _named_like(code: CodeType, original: CodeType) -> CodeType:
