@@ -70,11 +70,20 @@ def validate(*configs: Path, **environ: str) -> subprocess.CompletedProcess[str]
 
 @pytest.mark.parametrize(
     "configs",
-    [(AGENT_CONFIG,), (AGENT_CONFIG, SCALED / "otel-agent.compose.yaml"), (GATEWAY_CONFIG,)],
-    ids=["agent", "agent-compose", "gateway"],
+    [
+        (AGENT_CONFIG,),
+        (AGENT_CONFIG, SCALED / "otel-agent.compose.yaml"),
+        (AGENT_CONFIG, SCALED / "otel-agent.tls.yaml"),
+        (GATEWAY_CONFIG,),
+        (GATEWAY_CONFIG, SCALED / "otel-gateway.tls.yaml"),
+    ],
+    ids=["agent", "agent-compose", "agent-tls", "gateway", "gateway-tls"],
 )
 def test_the_collector_accepts_the_scaled_configs(configs: tuple[Path, ...]) -> None:
-    result = validate(*configs, GATEWAY_BEARER_TOKEN="a-token")
+    tls = {
+        f"GATEWAY_TLS_{kind}_FILE": f"/etc/tls/{kind.lower()}.pem" for kind in ("CA", "CERT", "KEY")
+    }
+    result = validate(*configs, GATEWAY_BEARER_TOKEN="a-token", **tls)
     assert result.returncode == 0, result.stderr
 
 
@@ -263,6 +272,20 @@ def test_a_burst_above_the_memory_limit_is_refused_retried_and_kills_no_collecto
     assert agent_accepted == sent["delivered"]
     assert lost_by_collectors == 0
     assert in_jaeger == sent["delivered"]  # all the SDK handed over; its own loss is printed
+
+
+def test_agents_reach_gateways_over_tls_with_the_token_sent_by_the_extension(work: Path) -> None:
+    with running_scaled_tier(work, gateway=EVERY_TRACE, tls=True) as tier:
+        plain = export_to(
+            tier.gateway_otlp["gateway-1"], (("authorization", f"Bearer {tier.token}"),)
+        )
+        sent = tier.send(work / "sent.json", traces=100, rate=0)
+        settle(tier, 1)
+        views = {trace_id: jaeger_view(tier, trace_id) for trace_id in sent["traces"]}
+
+    assert plain is grpc.StatusCode.UNAVAILABLE  # a plain-text client cannot even connect
+    assert sent["failed"] == 0
+    assert all(view["spans"] == sent["traces"][t]["spans"] for t, view in views.items())
 
 
 # run-local.sh's ports of the scaled tier, on top of those of the single-node stack.
