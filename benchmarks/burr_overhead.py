@@ -22,9 +22,8 @@ load on a shared machine hits them alike, in microseconds per step:
 - ``recorder_sampled``, ``recorder_unsampled``: our recorder called from Burr's
   own step hooks (``with_hooks``, as the bridge is) exactly as the adapter calls
   it, with no adapter: ``adapter_*``, the mode minus its recorder figure, is the
-  Burr adapter's share;
-- ``successor``: Burr's graph choosing the next action once (the transition
-  conditions evaluated once), which a sampled step adds to record it.
+  Burr adapter's share (it records the next action Burr itself chose, and
+  evaluates no transition condition).
 
 Both tracers write to the same kind of provider. Compare ratios from one run, not
 figures across runs or machines.
@@ -38,7 +37,6 @@ import hashlib
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from burr.core import Application, ApplicationBuilder, State, action, default, expr
 from burr.integrations.opentelemetry import OpenTelemetryBridge
@@ -48,12 +46,10 @@ from burr.lifecycle import (
     PreApplicationExecuteCallHook,
     PreRunStepHook,
 )
-from opentelemetry import context, trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Sampler
+from shared import Budget, Instrumented, sdk_hist, sdk_span, tracer_provider
 
 from reasonflow_otel import semconv
 from reasonflow_otel.instrumentation.burr import ENGINE, BurrInstrumentor
@@ -63,12 +59,6 @@ from reasonflow_otel.settings import Settings
 
 STEPS = 100
 MICROSECONDS = 1e6
-
-
-@dataclass(frozen=True)
-class Budget:
-    runs: int  # app runs per timing
-    rounds: int  # timings whose median is kept
 
 
 FULL = Budget(runs=20, rounds=9)
@@ -96,17 +86,6 @@ def application(hooks: Sequence[object] = ()) -> Application:
     return (builder.with_hooks(*hooks) if hooks else builder).build()
 
 
-class DropExporter(SpanExporter):
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        return SpanExportResult.SUCCESS
-
-
-def tracer_provider(sampler: Sampler) -> TracerProvider:
-    provider = TracerProvider(sampler=sampler)
-    provider.add_span_processor(BatchSpanProcessor(DropExporter()))
-    return provider
-
-
 def per_step(runs: int, build: Callable[[], Application]) -> float:
     """Seconds per step over ``runs`` runs of fresh apps (built outside the timing)."""
     apps = [build() for _ in range(runs)]
@@ -116,45 +95,11 @@ def per_step(runs: int, build: Callable[[], Application]) -> float:
     return (time.perf_counter() - started) / (runs * STEPS)
 
 
-def sdk_span(runs: int, provider: TracerProvider) -> float:
-    """One parented span per step: what any tracer of a step must pay at least."""
-    tracer = provider.get_tracer("floor")
-    parent = tracer.start_span("run")
-    parent_context = trace.set_span_in_context(parent)
-    started = time.perf_counter()
-    for _ in range(runs * STEPS):
-        span = tracer.start_span("step", context=parent_context)
-        token = context.attach(trace.set_span_in_context(span, parent_context))
-        context.detach(token)
-        span.end()
-    elapsed = time.perf_counter() - started
-    parent.end()
-    return elapsed / (runs * STEPS)
-
-
-def sdk_hist(runs: int) -> float:
-    """One histogram point with a step's metric attributes."""
-    meter = MeterProvider(metric_readers=[InMemoryMetricReader()]).get_meter("floor")
-    histogram = meter.create_histogram("floor.duration", unit="s")
-    attributes = {
-        "reasonflow.engine": "burr",
-        "reasonflow.node.name": "tick",
-        "gen_ai.workflow.name": "tick",
-    }
-    started = time.perf_counter()
-    for _ in range(runs * STEPS):
-        histogram.record(0.001, attributes)
-    return (time.perf_counter() - started) / (runs * STEPS)
-
-
-def successor(runs: int) -> float:
-    """Burr's graph choosing the action after ``tick``: a sampled step's extra choice."""
-    app = application()
-    graph, state, entrypoint = app.graph, app.state, app.entrypoint
-    started = time.perf_counter()
-    for _ in range(runs * STEPS):
-        graph.get_next_node("tick", state, entrypoint)
-    return (time.perf_counter() - started) / (runs * STEPS)
+TICK_METRIC_ATTRIBUTES = {
+    "reasonflow.engine": "burr",
+    "reasonflow.node.name": "tick",
+    "gen_ai.workflow.name": "tick",
+}
 
 
 SPANS_ONLY = Settings(drop_metrics=("reasonflow.*",), resource_probe="none")
@@ -171,7 +116,7 @@ class RecorderHook(
     PreApplicationExecuteCallHook, PostApplicationExecuteCallHook, PreRunStepHook, PostRunStepHook
 ):
     """Our recorder called from Burr's hooks as the adapter calls it, with no adapter (the
-    next action is given, not chosen: see ``successor``)."""
+    next action is given: the adapter reads it from Burr's own choice)."""
 
     def __init__(self, sampler: Sampler, settings: Settings) -> None:
         meter_provider = MeterProvider(
@@ -228,52 +173,32 @@ class RecorderHook(
             run.fail(error)
 
 
-class Instrumented:
-    """Providers made once per mode, instrumented only while a timing runs."""
-
-    def __init__(self, sampler: Sampler, settings: Settings) -> None:
-        self._settings = settings
-        self._tracer_provider = tracer_provider(sampler)
-        self._meter_provider = MeterProvider(
-            metric_readers=[InMemoryMetricReader()], views=build_views(settings)
-        )
-
-    def per_step(self, runs: int) -> float:
-        instrumentor = BurrInstrumentor()
-        instrumentor.instrument(
-            tracer_provider=self._tracer_provider,
-            meter_provider=self._meter_provider,
-            settings=self._settings,
-        )
-        try:
-            return per_step(runs, application)
-        finally:
-            instrumentor.uninstrument()
-
-
 def measure(budget: Budget) -> dict[str, float]:
     bridge_provider = tracer_provider(ALWAYS_ON)
     bridge = OpenTelemetryBridge(tracer=bridge_provider.get_tracer("burr"))
     timings: dict[str, list[float]] = {}
     floor_provider = tracer_provider(ALWAYS_ON)
-    sampled = Instrumented(ALWAYS_ON, Settings())
-    spans_only = Instrumented(ALWAYS_ON, SPANS_ONLY)
-    unsampled = Instrumented(ALWAYS_OFF, Settings())
+    sampled = Instrumented(BurrInstrumentor, ALWAYS_ON, Settings())
+    spans_only = Instrumented(BurrInstrumentor, ALWAYS_ON, SPANS_ONLY)
+    unsampled = Instrumented(BurrInstrumentor, ALWAYS_OFF, Settings())
+
+    def steps() -> float:
+        return per_step(budget.runs, application)
+
     recorder_sampled = RecorderHook(ALWAYS_ON, Settings())
     recorder_unsampled = RecorderHook(ALWAYS_OFF, Settings())
     modes: dict[str, Callable[[], float]] = {
         "bare": lambda: per_step(budget.runs, application),
-        "sdk_span": lambda: sdk_span(budget.runs, floor_provider),
-        "sdk_hist": lambda: sdk_hist(budget.runs),
+        "sdk_span": lambda: sdk_span(budget.runs * STEPS, floor_provider),
+        "sdk_hist": lambda: sdk_hist(budget.runs * STEPS, TICK_METRIC_ATTRIBUTES),
         "burr_bridge": lambda: per_step(budget.runs, lambda: application([bridge])),
-        "sampled": lambda: sampled.per_step(budget.runs),
-        "sampled_spans_only": lambda: spans_only.per_step(budget.runs),
-        "unsampled": lambda: unsampled.per_step(budget.runs),
+        "sampled": lambda: sampled.time(steps),
+        "sampled_spans_only": lambda: spans_only.time(steps),
+        "unsampled": lambda: unsampled.time(steps),
         "recorder_sampled": lambda: per_step(budget.runs, lambda: application([recorder_sampled])),
         "recorder_unsampled": lambda: per_step(
             budget.runs, lambda: application([recorder_unsampled])
         ),
-        "successor": lambda: successor(budget.runs),
     }
     for _ in range(budget.rounds):
         for name, mode in modes.items():
@@ -285,7 +210,6 @@ def measure(budget: Budget) -> dict[str, float]:
         "bare": bare,
         "sdk_span": medians["sdk_span"],
         "sdk_hist": medians["sdk_hist"],
-        "successor": medians["successor"],
         **{name: medians[name] - bare for name in OVER_BARE},
     }
     for mode in ("sampled", "unsampled"):

@@ -65,7 +65,8 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, Sampler
 
 from reasonflow_otel import semconv
 from reasonflow_otel.instrumentation.pocketflow import PocketFlowInstrumentor
-from reasonflow_otel.recorder import NodeInfo, Recorder, histograms
+from reasonflow_otel.recorder import NodeInfo, Recorder, Run, histograms
+from reasonflow_otel.recorder.probe import ResourceProbe, make_probe
 from reasonflow_otel.sdk.sampling import build_sampler
 from reasonflow_otel.sdk.views import build_views
 from reasonflow_otel.settings import Settings
@@ -297,6 +298,22 @@ class SdkFloor:
         """One child span per node: start it, make it current, restore the context, end it."""
         return self._per_node(spans, lambda parent: self._span(parent, None, ()))
 
+    def span_attributes_seconds(self, spans: int) -> float:
+        """One child span per node carrying every attribute a node's span carries."""
+        attributes = self._span_attributes
+        return self._per_node(spans, lambda parent: self._span(parent, attributes, ()))
+
+    def probe_seconds(self, nodes: int, probe: ResourceProbe) -> float:
+        """The default resource probe's reads at a node's start and end (and its attributes)."""
+        run = Run(None, NodeInfo("pocketflow", "Step", "Step", "node", False), None, None, 0)
+
+        def node(_: context.Context) -> None:
+            probe.start(run)
+            probe.stop(run)
+            probe.annotate(run, {})
+
+        return self._per_node(nodes, node)
+
     def hist_seconds(self, records: int) -> float:
         """One histogram point per node, with the attribute set a node's metrics carry."""
         attributes = self.metric_attributes
@@ -466,9 +483,12 @@ def measure(name: str, budget: Budget, telemetry: NodeTelemetry) -> Figures:
         "recorder_unsampled": RecorderHooks(recorder_unsampled, settings),
     }
     operations = budget.flow_runs * NODES
+    probe = make_probe(settings.resource_probe)
     floors: dict[str, Callable[[], float]] = {
         "sdk_span": lambda: floor.span_seconds(operations),
         "sdk_hist": lambda: floor.hist_seconds(operations),
+        "sdk_span_attributes": lambda: floor.span_attributes_seconds(operations),
+        "probe": lambda: floor.probe_seconds(operations, probe),
         "sdk_node_sampled": lambda: floor.node_seconds(operations, sampled=True),
         "sdk_node_unsampled": lambda: floor.node_seconds(operations, sampled=False),
     }
@@ -556,6 +576,22 @@ def floor_ratios(figures: Figures) -> list[Ratio]:
     ]
 
 
+def components(figures: Figures) -> list[tuple[str, float, str]]:
+    """A sampled node's added time split into adapter, recorder, attributes, probe and SDK."""
+    span = figures.median("sdk_span")
+    attributes = figures.median("sdk_span_attributes") - span
+    probe = figures.median("probe")
+    recorder = figures.in_flow("recorder_sampled") - span - attributes - probe
+    adapter = figures.overhead("sampled") - figures.in_flow("recorder_sampled")
+    return [
+        ("adapter", adapter, "sampled - recorder_sampled"),
+        ("recorder", recorder, "recorder_sampled - sdk span, attributes and probe"),
+        ("attributes", attributes, "sdk_span_attributes - sdk_span"),
+        ("probe", probe, "the resource probe's reads"),
+        ("sdk", span, "sdk_span: the span itself"),
+    ]
+
+
 def report(name: str, figures: Figures) -> None:
     def line(figure: str, value: float, note: str = "") -> None:
         print(f"  {figure:<20} {value * MICROSECONDS:9.2f}  {note}".rstrip())
@@ -564,6 +600,11 @@ def report(name: str, figures: Figures) -> None:
     line("bare", figures.median("bare"))
     line("sdk_span", figures.median("sdk_span"), "tight loop")
     line("sdk_hist", figures.median("sdk_hist"), "tight loop")
+    line(
+        "sdk_span_attributes",
+        figures.median("sdk_span_attributes"),
+        "a span with a node's attributes",
+    )
     line("in_flow_span", figures.in_flow("in_flow_span"), "made by each node of a running flow")
     line("in_flow_hist", figures.in_flow("in_flow_hist"), "made by each node of a running flow")
     for mode in ("sampled", "unsampled", "suppressed", "uninstrumented"):
@@ -577,6 +618,9 @@ def report(name: str, figures: Figures) -> None:
     attributes = f"span with {len(figures.telemetry.span_attributes)} attributes"
     line("sdk_node_sampled", figures.median("sdk_node_sampled"), f"{attributes} + {points}")
     line("sdk_node_unsampled", figures.median("sdk_node_unsampled"), points)
+    print("  where a sampled node's time goes (component, derived as noted):")
+    for component, value, note in components(figures):
+        line(component, value, note)
     print("  ratios, median over rounds of each round's ratio (target at most):")
     for ratio in target_ratios(figures):
         print(f"    {ratio.name:<40} {ratio.value:7.2f}   ({ratio.target})")

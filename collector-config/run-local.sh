@@ -6,8 +6,15 @@
 #   run-local.sh up [--scaled]   start everything, wait until healthy, print the URLs
 #   run-local.sh down            stop everything (stored traces and metrics stay)
 #   run-local.sh status          what runs, where, and whether it is healthy
-#   run-local.sh stop NAME       stop one process (collector, jaeger, prometheus, alertmanager)
+#   run-local.sh stop NAME       stop one process (collector, jaeger, prometheus, alertmanager;
+#                                with --scaled: agent, gateway-1, gateway-2 in place of collector)
 #   run-local.sh start NAME      start it again with the settings `up` used
+#
+# `up --scaled` runs the agent/gateway tier of scaled/ in place of the one Collector: an agent on
+# the Collector's ports, load-balancing traces by trace id over gateway-1 and gateway-2, which
+# tail-sample into Jaeger. The gateways accept only the agent's GATEWAY_BEARER_TOKEN (made up
+# by `up` when unset, kept in the settings file); each Collector has its own queue on disk
+# under the state folder and its own memory limit (AGENT_MEMORY_LIMIT_MIB, GATEWAY_MEMORY_LIMIT_MIB).
 #
 # The processes run from the same config files as compose.yaml, with one per-mode override
 # where a host or port must differ (environment variables for the Collector, jaeger/native.yaml
@@ -45,6 +52,12 @@ port_defaults=(
   JAEGER_TELEMETRY_PORT=14269      # Jaeger: its own metrics
   PROMETHEUS_PORT=9090             # Prometheus: UI and API
   ALERTMANAGER_PORT=9093           # Alertmanager: UI and API
+  GATEWAY_1_OTLP_PORT=4327         # --scaled: gateway-1's OTLP/gRPC, from the agent only
+  GATEWAY_1_HEALTH_PORT=13134      # --scaled: gateway-1's health check
+  GATEWAY_1_TELEMETRY_PORT=8898    # --scaled: gateway-1's own metrics
+  GATEWAY_2_OTLP_PORT=4337         # --scaled: gateway-2's OTLP/gRPC
+  GATEWAY_2_HEALTH_PORT=13135      # --scaled: gateway-2's health check
+  GATEWAY_2_TELEMETRY_PORT=8899    # --scaled: gateway-2's own metrics
 )
 other_defaults=(
   REASONFLOW_STACK_HOST=127.0.0.1
@@ -53,6 +66,8 @@ other_defaults=(
   ALERTMANAGER_CONFIG="$here/alertmanager/alertmanager.yml"
   STACK_START_TIMEOUT=60           # seconds `up` and `start` wait for health
   REASONFLOW_STACK_MODE=single # `up --scaled` records "scaled"
+  AGENT_MEMORY_LIMIT_MIB=512       # --scaled: the agent's memory_limiter limit
+  GATEWAY_MEMORY_LIMIT_MIB=512     # --scaled: each gateway's
 )
 
 say() { printf 'run-local.sh: %s\n' "$*"; }
@@ -91,6 +106,8 @@ load_settings() {
 record_settings() {
   local name
   mkdir -p "$state"
+  : >"$settings_file"
+  chmod 600 "$settings_file" # it may hold GATEWAY_BEARER_TOKEN
   for name in $(printf '%s\n' "${port_defaults[@]}" "${other_defaults[@]}" | cut -d= -f1) \
     REASONFLOW_OTLP_HOST $(collector_settings); do
     if [[ -n "${!name+set}" ]]; then printf '%s=%q\n' "$name" "${!name}"; fi
@@ -109,18 +126,34 @@ add_row() {
   ports[$1]="$3"
 }
 
-single_node_rows() {
+backend_rows() {
   add_row alertmanager "http://$connect:$ALERTMANAGER_PORT/-/ready" "ALERTMANAGER_PORT"
   add_row prometheus "http://$connect:$PROMETHEUS_PORT/-/ready" "PROMETHEUS_PORT"
   add_row jaeger "http://$connect:$JAEGER_HEALTH_PORT/status" \
     "JAEGER_QUERY_PORT JAEGER_QUERY_GRPC_PORT JAEGER_OTLP_GRPC_PORT JAEGER_OTLP_HTTP_PORT JAEGER_HEALTH_PORT JAEGER_TELEMETRY_PORT"
+}
+
+single_node_rows() {
   add_row collector "http://$connect:$HEALTH_CHECK_PORT/" \
     "OTLP_GRPC_PORT OTLP_HTTP_PORT PROMETHEUS_EXPORTER_PORT HEALTH_CHECK_PORT COLLECTOR_TELEMETRY_PORT"
 }
 
-# The agent/gateway tier (scaled/): added by `up --scaled`.
+# The agent/gateway tier (scaled/), in place of the collector: the agent takes the Collector's
+# ports; each gateway has its own, and only the agent talks to them.
 scaled_rows() {
-  fail "the scaled tier (--scaled) is not available natively yet; use scaled/compose.yaml"
+  local n
+  for n in 1 2; do
+    add_row "gateway-$n" "http://$connect:$(gateway_port "$n" HEALTH)/" \
+      "GATEWAY_${n}_OTLP_PORT GATEWAY_${n}_HEALTH_PORT GATEWAY_${n}_TELEMETRY_PORT"
+  done
+  add_row agent "http://$connect:$HEALTH_CHECK_PORT/" \
+    "OTLP_GRPC_PORT OTLP_HTTP_PORT PROMETHEUS_EXPORTER_PORT HEALTH_CHECK_PORT COLLECTOR_TELEMETRY_PORT"
+}
+
+# gateway_port N KIND: the value of GATEWAY_<N>_<KIND>_PORT.
+gateway_port() {
+  local variable="GATEWAY_$1_$2_PORT"
+  printf '%s' "${!variable}"
 }
 
 binary() {
@@ -156,9 +189,34 @@ native_prometheus_config() {
     "$here/prometheus.yml"
 }
 
+# scaled/prometheus.yml with its DNS discovery replaced by the agent's and gateways' ports.
+native_scaled_prometheus_config() {
+  local collectors="\"$connect:$COLLECTOR_TELEMETRY_PORT\""
+  collectors+=", \"$connect:$GATEWAY_1_TELEMETRY_PORT\", \"$connect:$GATEWAY_2_TELEMETRY_PORT\""
+  awk -v agent="\"$connect:$PROMETHEUS_EXPORTER_PORT\"" -v collectors="$collectors" '
+    /^  - job_name:/ { job = $3 }
+    /^    dns_sd_configs:/ {
+      print "    static_configs:"
+      print "      - targets: [" (job == "otel-agent-exporter" ? agent : collectors) "]"
+      skip = 1
+      next
+    }
+    skip && /^      / { next }
+    { skip = 0; print }
+  ' "$here/scaled/prometheus.yml" |
+    sed -e "s|jaeger:8888|$connect:$JAEGER_TELEMETRY_PORT|" \
+      -e "s|alertmanager:9093|$connect:$ALERTMANAGER_PORT|g" \
+      -e "s|\.\./rules/\*\.yml|$PROMETHEUS_RULES|" \
+      -e "s|^\(  [a-z_]*_interval:\) .*|\1 $PROMETHEUS_SCRAPE_INTERVAL|"
+}
+
 command_prometheus() {
   mkdir -p "$state/prometheus"
-  native_prometheus_config >"$state/prometheus/prometheus.yml"
+  if [[ "$REASONFLOW_STACK_MODE" == scaled ]]; then
+    native_scaled_prometheus_config >"$state/prometheus/prometheus.yml"
+  else
+    native_prometheus_config >"$state/prometheus/prometheus.yml"
+  fi
   exec_args=(
     "$(binary prometheus)"
     --config.file="$state/prometheus/prometheus.yml"
@@ -204,6 +262,44 @@ command_collector() {
     --config="$here/otel-collector.yaml"
   )
 }
+
+command_agent() {
+  exec_args=(
+    env
+    OTLP_GRPC_ENDPOINT="$REASONFLOW_OTLP_HOST:$OTLP_GRPC_PORT"
+    OTLP_HTTP_ENDPOINT="$REASONFLOW_OTLP_HOST:$OTLP_HTTP_PORT"
+    PROMETHEUS_EXPORTER_ENDPOINT="$listen:$PROMETHEUS_EXPORTER_PORT"
+    HEALTH_CHECK_ENDPOINT="$listen:$HEALTH_CHECK_PORT"
+    COLLECTOR_TELEMETRY_HOST="$listen"
+    COLLECTOR_TELEMETRY_PORT="$COLLECTOR_TELEMETRY_PORT"
+    GATEWAY_ENDPOINTS="[$connect:$GATEWAY_1_OTLP_PORT, $connect:$GATEWAY_2_OTLP_PORT]"
+    GATEWAY_BEARER_TOKEN="$GATEWAY_BEARER_TOKEN"
+    QUEUE_DIRECTORY="$state/agent/queue"
+    MEMORY_LIMIT_MIB="$AGENT_MEMORY_LIMIT_MIB"
+    "$(binary otelcol-reasonflow)"
+    --config="$here/scaled/otel-agent.yaml"
+  )
+}
+
+# command_gateway N: gateway-N on its own ports and queue directory.
+command_gateway() {
+  exec_args=(
+    env
+    OTLP_GRPC_ENDPOINT="$listen:$(gateway_port "$1" OTLP)"
+    HEALTH_CHECK_ENDPOINT="$listen:$(gateway_port "$1" HEALTH)"
+    COLLECTOR_TELEMETRY_HOST="$listen"
+    COLLECTOR_TELEMETRY_PORT="$(gateway_port "$1" TELEMETRY)"
+    JAEGER_OTLP_ENDPOINT="$connect:$JAEGER_OTLP_GRPC_PORT"
+    GATEWAY_BEARER_TOKEN="$GATEWAY_BEARER_TOKEN"
+    GATEWAY_NAME="gateway-$1"
+    QUEUE_DIRECTORY="$state/gateway-$1/queue"
+    MEMORY_LIMIT_MIB="$GATEWAY_MEMORY_LIMIT_MIB"
+    "$(binary otelcol-reasonflow)"
+    --config="$here/scaled/otel-gateway.yaml"
+  )
+}
+command_gateway_1() { command_gateway 1; }
+command_gateway_2() { command_gateway 2; }
 
 # --- Running, stopping, checking ----------------------------------------------------------------
 
@@ -305,8 +401,8 @@ EOF
 # --- Commands ------------------------------------------------------------------------------------
 
 rows() {
-  single_node_rows
-  if [[ "$REASONFLOW_STACK_MODE" == scaled ]]; then scaled_rows; fi
+  backend_rows
+  if [[ "$REASONFLOW_STACK_MODE" == scaled ]]; then scaled_rows; else single_node_rows; fi
 }
 
 known() {
@@ -318,6 +414,10 @@ known() {
 up() {
   REASONFLOW_STACK_MODE=single
   [[ "${1:-}" == "--scaled" ]] && REASONFLOW_STACK_MODE=scaled
+  if [[ "$REASONFLOW_STACK_MODE" == scaled && -z "${GATEWAY_BEARER_TOKEN:-}" ]]; then
+    GATEWAY_BEARER_TOKEN="$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')"
+    export GATEWAY_BEARER_TOKEN
+  fi
   rows
   local name
   # Every port first, so that a taken one stops `up` before anything starts.

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from importlib.metadata import entry_points
@@ -41,6 +42,7 @@ def test_instrument_finds_burr_and_keeps_the_apps_own_tracer_provider(tmp_path):
             "LoggingInstrumentor",
             "PocketFlowInstrumentor",
             "BurrInstrumentor",
+            "LangGraphInstrumentor",
             "MethodsInstrumentor",
         ],
     }
@@ -100,6 +102,15 @@ def test_a_recorded_run_evaluates_conditions_as_often_as_bare_with_the_same_path
         "count",
         "__end__",
     ]
+
+
+def test_an_async_run_evaluates_conditions_as_often_as_bare(make_burr_telemetry):
+    def arun(calls: list[str]) -> None:
+        asyncio.run(counting_app(calls).arun())
+
+    bare = evaluations(arun)
+    make_burr_telemetry()
+    assert evaluations(arun) == bare
 
 
 def test_suppressed_instrumentation_records_nothing(burr_telemetry):

@@ -266,7 +266,8 @@ def test_doctor_reports_an_endpoint_that_does_not_answer(tmp_path):
     assert facts["logs exporters"] == "none"
     assert facts["traces endpoint"] == f"{endpoint} (Connection refused)"
     assert facts["engines"] == (
-        "pocketflow 0.0.3 (will be instrumented), burr 0.43.0 (will be instrumented)"
+        "pocketflow 0.0.3 (will be instrumented), burr 0.43.0 (will be instrumented), "
+        "langgraph 1.2.22 (will be instrumented)"
     )
     assert facts["propagators"] == "tracecontext,baggage"
     assert "local trace file" not in facts  # nothing is written there

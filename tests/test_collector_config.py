@@ -209,6 +209,25 @@ def test_compose_runs_the_prometheus_and_alertmanager_releases_we_test():
     assert images["prom/alertmanager"] == f"v{alertmanager}"
 
 
+def test_scaled_compose_runs_the_same_releases_with_the_dns_override():
+    """The scaled tier's images are the single stack's; the agent adds the DNS resolver."""
+    services = yaml.safe_load((CONFIG_DIR / "scaled" / "compose.yaml").read_text())["services"]
+    for name, service in services.items():
+        repository, _, tag = service["image"].partition(":")
+        assert compose_images()[repository] == tag, name
+        for volume in service.get("volumes", []):
+            source = volume.split(":", 1)[0]
+            if source.startswith("."):
+                assert (CONFIG_DIR / "scaled" / source).exists(), f"{name}: {source} missing"
+    agent, gateway = services["otel-agent"], services["otel-gateway"]
+    assert agent["command"][-1] == "--config=/etc/otelcol-contrib/compose.yaml"
+    assert "./otel-agent.compose.yaml:/etc/otelcol-contrib/compose.yaml:ro" in agent["volumes"]
+    assert set(agent["ports"]) == {"127.0.0.1:4317:4317", "127.0.0.1:4318:4318"}
+    assert "ports" not in gateway
+    for service in (agent, gateway):
+        assert service["environment"]["GATEWAY_BEARER_TOKEN"].startswith("${GATEWAY_BEARER_TOKEN:?")
+
+
 # --- Prometheus ---------------------------------------------------------------------------------
 
 

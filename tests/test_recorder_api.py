@@ -1,4 +1,4 @@
-"""The recorder's public API is what docs/adapters.md lists; the layers import downwards only."""
+"""The recorder's public API is what docs/adapters.md lists; layers import downwards only."""
 
 from __future__ import annotations
 
@@ -65,3 +65,11 @@ def test_the_recorder_uses_the_sdk_only_in_its_fast_path_module() -> None:
             assert not module.startswith("reasonflow_otel.sdk"), (path.name, module)
             assert not module.startswith("reasonflow_otel.instrumentation"), (path.name, module)
             assert not module.startswith("reasonflow_otel.local"), (path.name, module)
+
+
+def test_the_sdk_layer_imports_nothing_from_instrumentation_or_local() -> None:
+    for path in (PACKAGE / "sdk").glob("*.py"):
+        for module in imported_modules(path):
+            assert not module.startswith("reasonflow_otel.instrumentation"), (path.name, module)
+            assert not module.startswith("reasonflow_otel.local"), (path.name, module)
+            assert not module.startswith("reasonflow_otel.recorder"), (path.name, module)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -28,6 +29,7 @@ from support.scaled_tier import (
     GATEWAYS,
     SCALED,
     ScaledTier,
+    free_port,
     require_stack_binaries,
     running_scaled_tier,
     scrape,
@@ -35,6 +37,7 @@ from support.scaled_tier import (
     start_load,
     wait_for,
 )
+from support.stack import Stack, http_json, stack_environment
 
 DECISION_WAIT = 2.0
 # Spans reach a gateway up to this long after their trace began: the SDK's batch delay
@@ -67,11 +70,20 @@ def validate(*configs: Path, **environ: str) -> subprocess.CompletedProcess[str]
 
 @pytest.mark.parametrize(
     "configs",
-    [(AGENT_CONFIG,), (AGENT_CONFIG, SCALED / "otel-agent.compose.yaml"), (GATEWAY_CONFIG,)],
-    ids=["agent", "agent-compose", "gateway"],
+    [
+        (AGENT_CONFIG,),
+        (AGENT_CONFIG, SCALED / "otel-agent.compose.yaml"),
+        (AGENT_CONFIG, SCALED / "otel-agent.tls.yaml"),
+        (GATEWAY_CONFIG,),
+        (GATEWAY_CONFIG, SCALED / "otel-gateway.tls.yaml"),
+    ],
+    ids=["agent", "agent-compose", "agent-tls", "gateway", "gateway-tls"],
 )
 def test_the_collector_accepts_the_scaled_configs(configs: tuple[Path, ...]) -> None:
-    result = validate(*configs, GATEWAY_BEARER_TOKEN="a-token")
+    tls = {
+        f"GATEWAY_TLS_{kind}_FILE": f"/etc/tls/{kind.lower()}.pem" for kind in ("CA", "CERT", "KEY")
+    }
+    result = validate(*configs, GATEWAY_BEARER_TOKEN="a-token", **tls)
     assert result.returncode == 0, result.stderr
 
 
@@ -110,7 +122,9 @@ def accepted_spans(tier: ScaledTier, name: str) -> float:
 def test_error_traces_reach_jaeger_whole_through_a_gateway_restart_and_a_kill(work: Path) -> None:
     traces, rate = 2000, 40.0
     with running_scaled_tier(work, gateway=ONLY_ERRORS) as tier:
-        load = start_load(tier, work / "sent.json", traces, rate, OTEL_BSP_SCHEDULE_DELAY="1000")
+        load = start_load(
+            tier.agent_otlp, work / "sent.json", traces, rate, OTEL_BSP_SCHEDULE_DELAY="1000"
+        )
         gateway = tier["gateway-1"]
         time.sleep(8)
         gateway.stop(signal.SIGTERM)
@@ -258,3 +272,74 @@ def test_a_burst_above_the_memory_limit_is_refused_retried_and_kills_no_collecto
     assert agent_accepted == sent["delivered"]
     assert lost_by_collectors == 0
     assert in_jaeger == sent["delivered"]  # all the SDK handed over; its own loss is printed
+
+
+def test_agents_reach_gateways_over_tls_with_the_token_sent_by_the_extension(work: Path) -> None:
+    with running_scaled_tier(work, gateway=EVERY_TRACE, tls=True) as tier:
+        plain = export_to(
+            tier.gateway_otlp["gateway-1"], (("authorization", f"Bearer {tier.token}"),)
+        )
+        sent = tier.send(work / "sent.json", traces=100, rate=0)
+        settle(tier, 1)
+        views = {trace_id: jaeger_view(tier, trace_id) for trace_id in sent["traces"]}
+
+    assert plain is grpc.StatusCode.UNAVAILABLE  # a plain-text client cannot even connect
+    assert sent["failed"] == 0
+    assert all(view["spans"] == sent["traces"][t]["spans"] for t, view in views.items())
+
+
+# run-local.sh's ports of the scaled tier, on top of those of the single-node stack.
+GATEWAY_PORT_VARIABLES = tuple(
+    f"GATEWAY_{n}_{kind}_PORT" for n in (1, 2) for kind in ("OTLP", "HEALTH", "TELEMETRY")
+)
+
+
+def test_run_local_runs_the_scaled_tier_stops_and_starts_a_gateway_and_leaves_nothing(
+    tmp_path: Path,
+) -> None:
+    gateway_ports = {variable: str(free_port()) for variable in GATEWAY_PORT_VARIABLES}
+    ports, environ = stack_environment(
+        tmp_path / "stack",
+        TAIL_SAMPLING_PERCENTAGE="100",
+        TAIL_SAMPLING_DECISION_WAIT="1s",
+        PROMETHEUS_SCRAPE_INTERVAL="1s",
+        **gateway_ports,
+    )
+    stack = Stack({**ports, **{k: int(v) for k, v in gateway_ports.items()}}, tmp_path, environ)
+    started = stack.run("up", "--scaled", timeout=180)
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        agent = f"127.0.0.1:{ports['OTLP_GRPC_PORT']}"
+        assert start_load(agent, tmp_path / "sent.json", 100, 0).wait(timeout=120) == 0
+        sent = json.loads((tmp_path / "sent.json").read_text())
+        assert stack.run("stop", "gateway-1").returncode == 0
+        stopped = stack.run("status")
+        assert stack.run("start", "gateway-1").returncode == 0
+        restarted = stack.run("status")
+
+        def in_jaeger() -> bool:
+            traces = http_json(f"{stack.jaeger}/api/traces", service="scaled-load", limit=1000)
+            return len(traces["data"]) == len(sent["traces"])
+
+        wait_for(in_jaeger, 60, "the traces in Jaeger")
+        wait_for(
+            lambda: len(stack.prometheus.query('up{job="otel-collector"} == 1')) == 3,
+            60,
+            "Prometheus to scrape the agent and both gateways",
+        )
+        wait_for(
+            lambda: stack.prometheus.query("sum(reasonflow_flow_duration_seconds_count)"),
+            60,
+            "the application's metrics in Prometheus",
+        )
+        [runs] = stack.prometheus.query("sum(reasonflow_flow_duration_seconds_count)")
+    finally:
+        ended = stack.run("down")
+    assert ended.returncode == 0, ended.stdout + ended.stderr
+    assert stopped.returncode != 0
+    assert re.search(r"^gateway-1 +stopped$", stopped.stdout, re.MULTILINE)
+    assert restarted.returncode == 0, restarted.stdout
+    for name in ("agent", "gateway-1", "gateway-2", "jaeger", "prometheus", "alertmanager"):
+        assert re.search(rf"^{name} +running .*healthy$", restarted.stdout, re.MULTILINE), name
+    assert float(runs["value"][1]) == len(sent["traces"])  # every run counted once, by the SDK
+    assert stack.listening_ports() == []

@@ -216,3 +216,22 @@ def test_the_viewer_indexes_rotated_files_once_and_forgets_dropped_ones(tmp_path
     assert listed == kept and f"{1:032x}" not in kept
     assert index.state().spans == len(kept)
     assert index.state().size_bytes == sum(p.stat().st_size for p in generations(path))
+
+
+def test_doctor_shows_the_rotation_in_effect(tmp_path):
+    path = tmp_path / "traces.jsonl"
+    RotatingFile(path, max_bytes=150, backups=3).append(tagged_line(0, 0))
+    RotatingFile(path, max_bytes=150, backups=3).append(tagged_line(0, 1))  # rotates once
+    report = subprocess.run(
+        [str(BIN / "reasonflow-otel"), "doctor"],
+        env=clean_environment(
+            REASONFLOW_OTEL_TRACE_FILE=str(path),
+            REASONFLOW_OTEL_TRACE_FILE_MAX_BYTES="150",
+            REASONFLOW_OTEL_TRACE_FILE_BACKUPS="3",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert "rotation           at 150 bytes, 3 rotated files kept (1 now)\n" in report.stdout

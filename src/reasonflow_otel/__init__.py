@@ -21,6 +21,7 @@ from reasonflow_otel import last_resort
 from reasonflow_otel.decorators import node, step, workflow
 from reasonflow_otel.guard import report_internal_error
 from reasonflow_otel.instrumentation import ENGINES, engine_instrumentor, engine_version, threads
+from reasonflow_otel.local.sdk_parts import sdk_parts
 from reasonflow_otel.local.state import load_state
 from reasonflow_otel.propagation import (
     child_environment,
@@ -81,7 +82,7 @@ def instrument(
             return
         try:
             settings = load_settings(options)
-            _setup = start_telemetry(settings, service_name, meter_provider)
+            _setup = start_telemetry(settings, service_name, meter_provider, sdk_parts())
             providers = {
                 "tracer_provider": tracer_provider or _setup.tracer_provider,
                 "meter_provider": meter_provider or _setup.meter_provider,

@@ -11,6 +11,9 @@ import os
 from collections.abc import Mapping
 from typing import Final
 
+# The instrumentation scope of every metric we record (one meter for every engine).
+METER_SCOPE: Final = "reasonflow_otel"
+
 # --- Span names -------------------------------------------------------------
 OPERATION_INVOKE_WORKFLOW: Final = "invoke_workflow"
 
@@ -28,6 +31,8 @@ def flow_span_name(flow_name: str) -> str:
 # --- OpenTelemetry semantic convention attributes -----------------------------
 GEN_AI_OPERATION_NAME: Final = "gen_ai.operation.name"
 GEN_AI_WORKFLOW_NAME: Final = "gen_ai.workflow.name"
+# The conversation (LangGraph: the run config's ``configurable.thread_id``).
+GEN_AI_CONVERSATION_ID: Final = "gen_ai.conversation.id"
 ERROR_TYPE: Final = "error.type"
 EXCEPTION_MESSAGE: Final = "exception.message"
 EXCEPTION_TYPE: Final = "exception.type"
@@ -62,6 +67,8 @@ INTERRUPTED: Final = "reasonflow.interrupted"
 # A routing miss: the node returned an action it has no successor for (the flow ends).
 NODE_ROUTING_MISS: Final = "reasonflow.node.routing_miss"
 NODE_AVAILABLE_ACTIONS: Final = "reasonflow.node.available_actions"
+# A LangGraph node handed a ``Command`` to its parent graph (``Command.PARENT``): no error.
+COMMAND_TO_PARENT: Final = "reasonflow.command_to_parent"
 # Opt-in payloads (Settings.capture), redacted and bounded. No GenAI convention
 # fits: gen_ai.input/output.messages are chat messages, not arbitrary values.
 NODE_PREP_RESULT: Final = "reasonflow.node.prep.result"

@@ -24,7 +24,7 @@ from support.processes import REPOSITORY, clean_environment, stop_process
 from support.prometheus import free_port, unavailable
 
 BUILT = REPOSITORY / "collector-config" / "bin" / "jaeger"
-BUILD_HINT = "collector-config/build.sh (or put a Jaeger v2 `jaeger` binary on PATH)"
+BUILD_HINT = "collector-config/build.sh"
 START_SECONDS = 60
 # collector-config/jaeger/config.yaml cut to what a test needs: no health check, no metrics
 # storage, no telemetry listener; every port from the environment, on loopback.
@@ -75,7 +75,9 @@ def jaeger_binary() -> str:
         return str(BUILT)
     found = shutil.which("jaeger")
     if found is None:
-        unavailable(f"no Jaeger binary: build it with `{BUILD_HINT}`.")
+        unavailable(
+            f"no Jaeger binary: build it with `{BUILD_HINT}` (or put Jaeger v2's `jaeger` on PATH)."
+        )
     return found
 
 

@@ -17,6 +17,7 @@ from packaging.requirements import Requirement
 ENGINES = {
     "pocketflow": "reasonflow_otel.instrumentation.pocketflow:PocketFlowInstrumentor",
     "burr": "reasonflow_otel.instrumentation.burr:BurrInstrumentor",
+    "langgraph": "reasonflow_otel.instrumentation.langgraph:LangGraphInstrumentor",
     "reasonflow_methods": "reasonflow_otel.instrumentation.methods:MethodsInstrumentor",
 }
 

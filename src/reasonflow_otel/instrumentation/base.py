@@ -16,6 +16,7 @@ from typing import Any
 from opentelemetry import metrics, trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
+from reasonflow_otel import semconv
 from reasonflow_otel.instrumentation import threads
 from reasonflow_otel.recorder import Recorder, histograms
 from reasonflow_otel.sdk.workers import top_level_run_ended
@@ -23,7 +24,7 @@ from reasonflow_otel.settings import Settings, load_settings
 from reasonflow_otel.version import __version__
 
 SCHEMA_URL = "https://opentelemetry.io/schemas/1.37.0"
-METER_SCOPE = "reasonflow_otel"
+METER_SCOPE = semconv.METER_SCOPE
 
 
 class EngineInstrumentor(BaseInstrumentor, ABC):

@@ -40,13 +40,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib
 import inspect
 import weakref
 from collections.abc import Callable, Collection
 from typing import Any, NamedTuple
 
-from opentelemetry.instrumentation.utils import is_instrumentation_enabled, unwrap
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from wrapt import wrap_function_wrapper
 
 from reasonflow_otel import semconv
@@ -60,6 +59,7 @@ from reasonflow_otel.recorder import (
     Recorder,
     Run,
     current_run,
+    unwrap,
     wrap,
 )
 
@@ -118,11 +118,7 @@ class BurrInstrumentor(EngineInstrumentor):
 
     def _unwrap(self) -> None:
         for module, name in _TARGETS:
-            owner_path, _, attribute = name.rpartition(".")
-            owner: Any = importlib.import_module(module)
-            if owner_path:
-                owner = getattr(owner, owner_path)
-            unwrap(owner, attribute)
+            unwrap(module, name)
 
 
 class _BurrAdapter:
@@ -145,6 +141,10 @@ class _BurrAdapter:
         self._pending: dict[Any, _PendingStep] = {}
         # Per app, the last step whose successor Burr has not resolved yet.
         self._unresolved: weakref.WeakKeyDictionary[Any, _Unresolved] = weakref.WeakKeyDictionary()
+        # The same, by the state Burr will resolve from (it keeps that very object).
+        self._by_state: weakref.WeakValueDictionary[int, _Unresolved] = (
+            weakref.WeakValueDictionary()
+        )
 
     def install(self) -> None:
         app_call = {"end": self._end_call, "fail": self._fail_call}
@@ -361,7 +361,8 @@ class _BurrAdapter:
             run.end(successor=successor)
             return
         self._settle(app)
-        self._unresolved[app] = _Unresolved(run, run.info.name, state)
+        unresolved = self._unresolved[app] = _Unresolved(app, run, run.info.name, state)
+        self._by_state[id(state)] = unresolved
         run.end(successor_later=True)
 
     def _state_changed(self, run: Run, changed_keys: tuple[str, ...]) -> None:
@@ -376,19 +377,20 @@ class _BurrAdapter:
     def _awaits(self) -> bool:
         return bool(self._unresolved)
 
-    def _resolving(self, graph: Any, args: tuple, kwargs: dict) -> tuple[Any, _Unresolved] | None:
+    def _resolving(self, graph: Any, args: tuple, kwargs: dict) -> _Unresolved | None:
         """``get_next_node(prior_step, state, entrypoint)`` from the state a step produced."""
         prior_step = args[0] if args else kwargs.get("prior_step")
         state = args[1] if len(args) > 1 else kwargs.get("state")
-        for app, unresolved in list(self._unresolved.items()):
-            if unresolved.state is state and unresolved.action == prior_step:
-                return app, unresolved
-        return None
+        unresolved = self._by_state.get(id(state))
+        if unresolved is None or unresolved.state is not state or unresolved.action != prior_step:
+            return None
+        return unresolved
 
-    def _resolved(self, found: tuple[Any, _Unresolved], following: Any) -> None:
-        app, unresolved = found
-        if self._unresolved.get(app) is unresolved:
+    def _resolved(self, unresolved: _Unresolved, following: Any) -> None:
+        app = unresolved.app()
+        if app is not None and self._unresolved.get(app) is unresolved:
             del self._unresolved[app]
+            self._by_state.pop(id(unresolved.state), None)
             name = semconv.SUCCESSOR_END if following is None else str(following.name)
             unresolved.run.resolve_successor(name)
 
@@ -396,6 +398,7 @@ class _BurrAdapter:
         """The app's last step keeps no successor Burr did not resolve (its span ends)."""
         unresolved = self._unresolved.pop(app, None)
         if unresolved is not None:
+            self._by_state.pop(id(unresolved.state), None)
             unresolved.run.resolve_successor(None)
 
     # --- Streamed actions ------------------------------------------------------------------
@@ -519,12 +522,16 @@ class _AppCall(NamedTuple):
     scope: contextlib.AbstractContextManager[Any] | None
 
 
-class _Unresolved(NamedTuple):
+class _Unresolved:
     """A step whose span waits for the successor Burr resolves from ``state``."""
 
-    run: Run
-    action: str
-    state: Any
+    __slots__ = ("__weakref__", "action", "app", "run", "state")
+
+    def __init__(self, app: Any, run: Run, action: str, state: Any) -> None:
+        self.app = weakref.ref(app)
+        self.run = run
+        self.action = action
+        self.state = state
 
 
 class _PendingStep:

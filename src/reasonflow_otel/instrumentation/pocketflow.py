@@ -33,7 +33,7 @@ import threading
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry.instrumentation.utils import is_instrumentation_enabled, unwrap
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 
 from reasonflow_otel import semconv
 from reasonflow_otel.guard import report_internal_error, safe_str
@@ -45,6 +45,7 @@ from reasonflow_otel.recorder import (
     NodeInfo,
     Run,
     current_run,
+    unwrap,
     wrap,
 )
 
@@ -135,6 +136,7 @@ class _PocketFlowAdapter:
         self._prepared: set[type] = set()
         self._prepare_lock = threading.Lock()
         self._infos: BoundedCache[tuple[type, str], NodeInfo] = BoundedCache()
+        self._max_retries: BoundedCache[Any, dict[str, Any]] = BoundedCache()
         self._class_names: dict[type, str] = {}
         self._kinds = _kinds_of(pocketflow)
         self._engine_flows = frozenset(cls for cls, kind in self._kinds if kind.endswith("flow"))
@@ -220,7 +222,7 @@ class _PocketFlowAdapter:
             info = self._info(node)
             start_attributes = None
             if not info.is_flow and hasattr(node, "max_retries"):
-                start_attributes = {semconv.NODE_MAX_RETRIES: node.max_retries}
+                start_attributes = self._retries_attribute(node.max_retries)
             return self._recorder.begin(
                 info,
                 node,
@@ -232,8 +234,21 @@ class _PocketFlowAdapter:
             report_internal_error("describing a PocketFlow node", error)
             return None
 
+    def _retries_attribute(self, max_retries: Any) -> dict[str, Any]:
+        """``{reasonflow.node.max_retries: n}``, one dict per value (the recorder copies it)."""
+        try:
+            attributes = self._max_retries.get(max_retries)
+        except TypeError:  # an unhashable max_retries
+            return {semconv.NODE_MAX_RETRIES: max_retries}
+        if attributes is None:
+            attributes = self._max_retries[max_retries] = {semconv.NODE_MAX_RETRIES: max_retries}
+        return attributes
+
     def _finish(self, state: _RunState, action: Any) -> None:
         run = state.run
+        if not run.recording:  # nothing below would show
+            run.end()
+            return
         self._capture(run, "post", action)
         attributes = _attempt_attributes(state)
         action_name = "default" if action is None else action if isinstance(action, str) else None

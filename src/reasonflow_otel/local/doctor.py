@@ -9,6 +9,7 @@ engine to instrument, and so on), apart from advice that is no failure (no servi
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import os
 from collections.abc import Iterator, Mapping
@@ -36,7 +37,7 @@ from reasonflow_otel.instrumentation import (
     engine_instrumentor,
     engine_version,
 )
-from reasonflow_otel.local.store import log_file_for
+from reasonflow_otel.local.store import generations, log_file_for
 from reasonflow_otel.sdk import preflight
 from reasonflow_otel.sdk.exit import connection_error
 from reasonflow_otel.sdk.sampling import build_sampler
@@ -70,6 +71,7 @@ def diagnose() -> Diagnosis:
         _check_sdk(diagnosis, settings)
     diagnosis.problems[:0] = [*preflight.REPAIRS, *warnings]
     _check_engines(diagnosis)
+    _check_logging(diagnosis)
     _check_local_store(diagnosis, settings)
     _check_distro(diagnosis)
     return diagnosis
@@ -145,6 +147,17 @@ def _check_engines(diagnosis: Diagnosis) -> None:
         )
 
 
+def _check_logging(diagnosis: Diagnosis) -> None:
+    """Whether Python logging records are tied to spans (the ``logs`` extra)."""
+    if importlib.util.find_spec("opentelemetry.instrumentation.logging") is None:
+        state = "records not tied to spans (pip install 'reasonflow-otel[logs]')"
+    elif instrumentation_disabled("logging"):
+        state = "disabled"
+    else:
+        state = "records tied to the current span"
+    diagnosis.add("logging", state)
+
+
 def _engine_state(
     diagnosis: Diagnosis, engine: str, instrumentor: BaseInstrumentor
 ) -> tuple[str, bool]:
@@ -172,6 +185,12 @@ def _check_local_store(diagnosis: Diagnosis, settings: Settings) -> None:
     ):
         state = f"{path.stat().st_size:,} bytes" if path.is_file() else "not created yet"
         diagnosis.add(label, f"{path.absolute()} ({state})")
+    rotated = len(generations(settings.trace_file)) - 1
+    diagnosis.add(
+        "rotation",
+        f"at {settings.trace_file_max_bytes:,} bytes, {settings.trace_file_backups} rotated files "
+        f"kept ({rotated} now)",
+    )
     if not _writable(settings.trace_file):
         diagnosis.problems.append(
             f"{settings.trace_file.absolute()} cannot be written: point "

@@ -192,6 +192,8 @@ def _notes(span: SpanRecord) -> list[str]:
         notes.append(plural(retries, "retry", "retries"))
     if span.attributes.get(semconv.NODE_FALLBACK):
         notes.append("fallback")
+    if span.attributes.get(semconv.INTERRUPTED):
+        notes.append("interrupted")
     for event in span.events:
         if event.name == semconv.EVENT_ROUTING_MISS:
             available = ", ".join(event.attributes.get(semconv.NODE_AVAILABLE_ACTIONS, ()))

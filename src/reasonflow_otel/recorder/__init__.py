@@ -17,7 +17,7 @@ in ``__all__`` is public and kept stable; nothing else under
 from reasonflow_otel.recorder.bounded import BoundedCache
 from reasonflow_otel.recorder.lifecycle import Recorder
 from reasonflow_otel.recorder.model import FlowGraph, GraphNode, NodeInfo, Run, current_run
-from reasonflow_otel.recorder.wrapping import bracket, wrap
+from reasonflow_otel.recorder.wrapping import bracket, unwrap, wrap
 
 __all__ = [
     "BoundedCache",
@@ -28,5 +28,6 @@ __all__ = [
     "Run",
     "bracket",
     "current_run",
+    "unwrap",
     "wrap",
 ]

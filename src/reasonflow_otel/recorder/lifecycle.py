@@ -98,7 +98,7 @@ class Recorder:
         self._captured = self._capture.phases
         self._errors = ErrorMapping()
         # Phase boundaries are timed only when something shows them.
-        self._times_phases = settings.phase_durations or settings.phase_spans
+        self.times_phases = settings.phase_durations or settings.phase_spans
         self._create_instruments(meter, fast_paths)
 
     def _create_instruments(self, meter: Meter, fast_paths: FastPaths) -> None:
@@ -404,8 +404,6 @@ class Recorder:
             report_internal_error("capturing a payload", internal)
 
     def _mark_phase(self, run: Run, ended: str, began: str | None) -> None:
-        if not self._times_phases:
-            return
         now = time.perf_counter()
         start = run.phase[1] if run.phase is not None else run.started
         if run.phases is None:

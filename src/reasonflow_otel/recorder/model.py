@@ -255,7 +255,10 @@ class Run:
 
     def attempt(self, number: int, failed: BaseException | None = None) -> None:
         """Attempt ``number`` (from 1) begins; ``failed``: the previous one's error, retried."""
-        self.recorder._attempt(self, number, failed)
+        if failed is None:
+            self.attempts = number
+        else:
+            self.recorder._attempt(self, number, failed)
 
     def add_event(
         self,
@@ -285,7 +288,8 @@ class Run:
     def mark_phase(self, ended: str, began: str | None = None) -> None:
         """Phase ``ended`` ends now (it began at the previous mark, or with the run) and
         ``began`` starts; one still open ends with the run. For opt-in phase telemetry."""
-        self.recorder._mark_phase(self, ended, began)
+        if self.recorder.times_phases:
+            self.recorder._mark_phase(self, ended, began)
 
     @contextlib.contextmanager
     def current(self) -> Iterator[None]:

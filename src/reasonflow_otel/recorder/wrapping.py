@@ -24,11 +24,14 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 from collections.abc import AsyncGenerator, Callable, Generator
+from types import CodeType
 from typing import Any, NamedTuple
 
 from opentelemetry import context
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+from opentelemetry.instrumentation.utils import unwrap as otel_unwrap
 from wrapt import FunctionWrapper, resolve_path, wrap_function_wrapper
 
 from reasonflow_otel.guard import report_internal_error
@@ -76,8 +79,30 @@ def wrap(
     read from the original, for a function that returns a generator or coroutine
     without being declared as one (a decorator hid it). ``item(token, value)``: for a
     generator, called with each item before the consumer gets it."""
-    original = resolve_path(owner, name)[2]
-    wrap_function_wrapper(owner, name, handler(original, begin, end, fail, gate, shape, item))
+    parent, attribute, original = resolve_path(owner, name)
+    callbacks = _callbacks(begin, end, fail, gate, item)
+    shape = shape or shape_of(original)
+    fast = _generated(parent, original, callbacks, shape)
+    if fast is not None:
+        setattr(parent, attribute, fast)
+    else:
+        wrap_function_wrapper(owner, name, _SHAPES[shape](callbacks))
+
+
+def unwrap(owner: Any, name: str) -> None:
+    """Put back the original :func:`wrap` replaced (``name`` may be dotted, as for ``wrap``)."""
+    if isinstance(owner, str):
+        if owner not in sys.modules:
+            return  # never imported: never wrapped
+        owner = sys.modules[owner]
+    path, _, attribute = name.rpartition(".")
+    for part in path.split(".") if path else ():
+        owner = getattr(owner, part)
+    original = getattr(vars(owner).get(attribute), _ORIGINAL, None)
+    if original is not None:
+        setattr(owner, attribute, original)
+    else:
+        otel_unwrap(owner, attribute)
 
 
 def bracket(
@@ -105,10 +130,15 @@ def handler(
 ) -> Handler:
     """The wrapt wrapper function for the shape of ``original`` (or the one given)."""
     make = _SHAPES[shape or shape_of(original)]
-    callbacks = _Callbacks(
+    return make(_callbacks(begin, end, fail, gate, item))
+
+
+def _callbacks(
+    begin: Begin, end: End | None, fail: Fail | None, gate: Gate | None, item: Item | None
+) -> _Callbacks:
+    return _Callbacks(
         begin, end or end_run, fail or fail_run, gate or is_instrumentation_enabled, item
     )
-    return make(callbacks)
 
 
 def shape_of(original: Any) -> str:
@@ -138,44 +168,25 @@ def _report(callback: Callable[[Any, Any], None], token: Any, outcome: Any) -> N
         report_internal_error("ending a run", error)
 
 
-def _plain(callbacks: _Callbacks) -> Handler:
-    begin, end, fail, gate, _ = callbacks
+def _calling(is_async: bool) -> Callable[[_Callbacks], Handler]:
+    """wrapt's wrapper function around a call (or an awaited call), from the one template."""
 
-    def call(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
-        if not gate():
-            return wrapped(*args, **kwargs)
-        token = _begin(begin, instance, args, kwargs)
-        if token is None:
-            return wrapped(*args, **kwargs)
-        try:
-            result = wrapped(*args, **kwargs)
-        except BaseException as error:
-            _report(fail, token, error)
-            raise
-        _report(end, token, result)
-        return result
+    def make(callbacks: _Callbacks) -> Handler:
+        return _written(
+            is_async,
+            parameters="wrapped, instance, args, kwargs",
+            call="wrapped(*args, **kwargs)",
+            begin_arguments="instance, args, kwargs",
+            namespace=callbacks._asdict(),
+            filename="<reasonflow-otel wrapper>",
+        )
 
-    return call
+    return make
 
 
-def _coroutine(callbacks: _Callbacks) -> Handler:
-    begin, end, fail, gate, _ = callbacks
-
-    async def call(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
-        if not gate():
-            return await wrapped(*args, **kwargs)
-        token = _begin(begin, instance, args, kwargs)
-        if token is None:
-            return await wrapped(*args, **kwargs)
-        try:
-            result = await wrapped(*args, **kwargs)
-        except BaseException as error:
-            _report(fail, token, error)
-            raise
-        _report(end, token, result)
-        return result
-
-    return call
+def _reported(error: Exception) -> None:
+    """A callback of ours raised: logged once, and the call goes on untouched."""
+    report_internal_error("recording a wrapped call", error)
 
 
 def _iteration(lazily: Callable[..., Any]) -> Callable[[_Callbacks], Handler]:
@@ -337,8 +348,8 @@ async def traced_async_generator(
 
 
 _SHAPES: dict[str, Callable[[_Callbacks], Handler]] = {
-    "call": _plain,
-    "await": _coroutine,
+    "call": _calling(is_async=False),
+    "await": _calling(is_async=True),
     "iterate": _iteration(_lazy_generator),
     "aiterate": _iteration(_lazy_async_generator),
 }
@@ -352,3 +363,113 @@ def _close(run: Run, generator: Generator[Any, Any, Any]) -> None:
 async def _aclose(run: Run, generator: AsyncGenerator[Any, Any]) -> None:
     with run.current():
         await generator.aclose()
+
+
+# --- The wrapper's one template, and the fast path for plain methods ----------------------
+
+# Every wrapper is this template written out: under wrapt with ``(wrapped, instance,
+# args, kwargs)``, or, for a plain method of a class, with the original's own
+# parameters. A wrapper with the original's parameters (``def exec(self, prep_res)``) is called
+# faster than wrapt's (which binds a wrapper object on every attribute access and
+# passes ``*args, **kwargs``): about 0.5 µs less per call on CPython 3.11, and a
+# PocketFlow node makes three wrapped calls. Keyword calls keep working (the names
+# are the same); ``unwrap`` puts the original back.
+_TEMPLATE = """
+{async_}def wrapper({parameters}):
+    if not gate():
+        return {await_}{call}
+    try:
+        token = begin({begin_arguments})
+    except Exception as error:
+        token = reported(error)
+    if token is None:
+        return {await_}{call}
+    try:
+        result = {await_}{call}
+    except BaseException as error:
+        try:
+            fail(token, error)
+        except Exception as internal:
+            reported(internal)
+        raise
+    try:
+        end(token, result)
+    except Exception as internal:
+        reported(internal)
+    return result
+"""
+_TEMPLATE_NAMES = frozenset(
+    {"original", "begin", "end", "fail", "gate", "token", "result", "error", "internal"}
+    | {"reported"}
+)
+_ORIGINAL = "__reasonflow_original__"
+
+
+def _generated(parent: Any, original: Any, callbacks: _Callbacks, shape: str) -> Any:
+    """The written-out wrapper of a plain method of a class, or None (wrapt then)."""
+    if not (inspect.isclass(parent) and inspect.isfunction(original)):
+        return None
+    if shape not in ("call", "await") or (shape == "await") != inspect.iscoroutinefunction(
+        original
+    ):
+        return None
+    names = _plain_parameters(original)
+    if not names:
+        return None
+    parameters = ", ".join(names)
+    rest = "".join(f"{name}, " for name in names[1:])
+    wrapper = _written(
+        shape == "await",
+        parameters=parameters,
+        call=f"original({parameters})",
+        begin_arguments=f"{names[0]}, ({rest}), {{}}",
+        namespace={"original": original, **callbacks._asdict()},
+        filename=f"<reasonflow-otel wrapper of {original.__qualname__}>",
+    )
+    wrapper.__code__ = _named_like(wrapper.__code__, original.__code__)
+    functools.update_wrapper(wrapper, original)
+    setattr(wrapper, _ORIGINAL, original)
+    return wrapper
+
+
+def _written(
+    is_async: bool,
+    *,
+    parameters: str,
+    call: str,
+    begin_arguments: str,
+    namespace: dict[str, Any],
+    filename: str,
+) -> Callable[..., Any]:
+    """The template written out: one source for every wrapper, sync or async."""
+    source = _TEMPLATE.format(
+        async_="async " if is_async else "",
+        await_="await " if is_async else "",
+        parameters=parameters,
+        call=call,
+        begin_arguments=begin_arguments,
+    )
+    namespace = {**namespace, "reported": _reported}
+    exec(compile(source, filename, "exec"), namespace)
+    return namespace["wrapper"]
+
+
+def _named_like(code: CodeType, original: CodeType) -> CodeType:
+    """The original's code names: a call with wrong arguments fails with the same message."""
+    return code.replace(co_name=original.co_name, co_qualname=original.co_qualname)
+
+
+def _plain_parameters(function: Callable[..., Any]) -> list[str]:
+    """Parameter names when all are plain (positional-or-keyword, no default); else empty."""
+    try:
+        parameters = list(inspect.signature(function).parameters.values())
+    except (TypeError, ValueError):
+        return []
+    plain = all(
+        p.kind is p.POSITIONAL_OR_KEYWORD
+        and p.default is p.empty
+        and p.name.isidentifier()
+        and p.name not in _TEMPLATE_NAMES
+        for p in parameters
+    )
+    return [p.name for p in parameters] if plain and parameters else []

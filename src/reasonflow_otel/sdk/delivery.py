@@ -179,10 +179,6 @@ class CountingSpanExporter(_Gated, SpanExporter):
         return self.gate.name
 
     @property
-    def delivered_spans(self) -> int:
-        return self.gate.delivered
-
-    @property
     def lost_spans(self) -> int:
         return self.gate.lost
 

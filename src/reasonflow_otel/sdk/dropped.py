@@ -56,8 +56,9 @@ class QueueDrops:
             self.counts[error_type] += count
         self._hook.drop_items(count, error_type)
 
-    def finish_items(self, count: int) -> None:
-        self._hook.finish_items(count)
+    def finish_items(self, count: int, *error: Any) -> None:
+        """SDK 1.44 also passes the export error (counted by the export gate, not here)."""
+        self._hook.finish_items(count, *error)
 
     def snapshot(self) -> dict[str, int]:
         with self._lock:
@@ -90,10 +91,7 @@ def observe_dropped_spans(meter_provider: Any = None) -> None:
         if provider in _observed_by:
             return
         _observed_by.add(provider)
-    # Here, not at the top: base imports the recorder, which imports delivery and this module.
-    from reasonflow_otel.instrumentation.base import METER_SCOPE
-
-    meter = metrics.get_meter(METER_SCOPE, __version__, provider)
+    meter = metrics.get_meter(semconv.METER_SCOPE, __version__, provider)
     meter.create_observable_counter(
         semconv.METRIC_SPANS_DROPPED,
         callbacks=[_observe],

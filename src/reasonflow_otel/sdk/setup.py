@@ -8,13 +8,18 @@ built here.
 
 An application that already set its own tracer, meter or logger provider keeps it:
 nothing here replaces a provider, and nothing is added to the app's own.
+
+What comes from the layers above (the local trace file, the console tree, the
+names of our instrumentors) is handed in as :class:`Parts` by the entry points
+(``reasonflow_otel.instrument()``, ``reasonflow_otel.distro``): ``sdk/`` imports
+nothing from ``instrumentation/`` or ``local/``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, Literal
@@ -30,7 +35,7 @@ from opentelemetry.sdk._configuration import (
     _get_exporter_names,
     _import_config_components,
 )
-from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor
 from opentelemetry.sdk._logs.export import LogRecordExporter
 from opentelemetry.sdk.environment_variables import (
     OTEL_EXPERIMENTAL_RESOURCE_DETECTORS,
@@ -49,10 +54,6 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource, get_aggregated_r
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 
-from reasonflow_otel.instrumentation import ENGINES
-from reasonflow_otel.local.console import ConsoleLogProcessor, ConsoleTreeProcessor
-from reasonflow_otel.local.store import log_file_for
-from reasonflow_otel.local.trace_file import LogFileExporter, TraceFileExporter
 from reasonflow_otel.propagation import continue_trace_from_environment
 from reasonflow_otel.sdk.delivery import (
     CountingMetricExporter,
@@ -70,7 +71,7 @@ from reasonflow_otel.sdk.sampling import build_sampler
 from reasonflow_otel.sdk.service_name import name_unnamed_service
 from reasonflow_otel.sdk.tail_sampling import apply_tracking_policy
 from reasonflow_otel.sdk.views import build_views
-from reasonflow_otel.settings import Settings, instrumentation_disabled
+from reasonflow_otel.settings import Settings
 
 _logger = logging.getLogger(__name__)
 
@@ -86,6 +87,17 @@ _OTLP_DEFAULT_ENDPOINTS = {
     "otlp_proto_grpc": "http://localhost:4317",
     "otlp_proto_http": "http://localhost:4318",
 }
+
+
+@dataclass(frozen=True)
+class Parts:
+    """What the setup builds from the layers above the SDK, handed in by an entry point."""
+
+    # The local OTLP JSON lines file exporter for "traces" or "logs".
+    local_file: Callable[[Signal, Settings], Any] | None = None
+    # The console tree (a span processor), and the log processor that feeds it.
+    console: Callable[[], SpanProcessor] | None = None
+    console_logs: Callable[[Any], LogRecordProcessor] | None = None
 
 
 @dataclass
@@ -113,14 +125,17 @@ class SdkSetup:
 
 
 def start_telemetry(
-    settings: Settings, service_name: str | None = None, meter_provider: Any = None
+    settings: Settings,
+    service_name: str | None = None,
+    meter_provider: Any = None,
+    parts: Parts = Parts(),
 ) -> SdkSetup:
     """What both entry points (``instrument()``, the configurator) do at startup.
 
     The SDK providers where the app has none, the trace this process was started
     in (``TRACEPARENT``), and the curated process metrics.
     """
-    setup = configure_sdk(settings, service_name)
+    setup = configure_sdk(settings, service_name, parts)
     continue_trace_from_environment()
     start_process_metrics(settings, meter_provider or setup.meter_provider)
     if setup.installed_tracer_provider and setup.trace_exporters:  # our processors count drops
@@ -128,7 +143,9 @@ def start_telemetry(
     return setup
 
 
-def configure_sdk(settings: Settings, service_name: str | None = None) -> SdkSetup:
+def configure_sdk(
+    settings: Settings, service_name: str | None = None, parts: Parts = Parts()
+) -> SdkSetup:
     """Install SDK providers where the application has none of its own."""
     setup = SdkSetup(trace.get_tracer_provider(), metrics.get_meter_provider())
     if os.environ.get(OTEL_SDK_DISABLED, "").strip().lower() == "true":
@@ -136,19 +153,19 @@ def configure_sdk(settings: Settings, service_name: str | None = None) -> SdkSet
     resource = _resource(service_name)
     console = None
     if isinstance(setup.tracer_provider, trace.ProxyTracerProvider):
-        setup.tracer_provider = _tracer_provider(settings, resource, setup.trace_exporters)
-        if settings.console:
-            console = ConsoleTreeProcessor()
+        setup.tracer_provider = _tracer_provider(settings, resource, setup.trace_exporters, parts)
+        if settings.console and parts.console is not None:
+            console = parts.console()
             setup.tracer_provider.add_span_processor(console)
         trace.set_tracer_provider(setup.tracer_provider)
         setup.installed_tracer_provider = True
     if _is_proxy_meter_provider(setup.meter_provider):
-        setup.meter_provider = _meter_provider(settings, resource, setup.metric_exporters)
+        setup.meter_provider = _meter_provider(settings, resource, setup.metric_exporters, parts)
         metrics.set_meter_provider(setup.meter_provider)
         setup.installed_meter_provider = True
     setup.logger_provider = _logs.get_logger_provider()
     if _is_proxy_logger_provider(setup.logger_provider):
-        logger_provider = _logger_provider(settings, resource, setup.log_exporters, console)
+        logger_provider = _logger_provider(settings, resource, setup.log_exporters, console, parts)
         if logger_provider is not None:
             _logs.set_logger_provider(logger_provider)
             setup.logger_provider = logger_provider
@@ -184,12 +201,14 @@ def _host_and_os() -> Resource:
     return get_aggregated_resources(detectors, Resource.get_empty())
 
 
-def _tracer_provider(settings: Settings, resource: Resource, names: list[str]) -> TracerProvider:
+def _tracer_provider(
+    settings: Settings, resource: Resource, names: list[str], parts: Parts = Parts()
+) -> TracerProvider:
     provider = TracerProvider(
         resource=resource, sampler=build_sampler(settings), id_generator=ID_GENERATOR
     )
     processors: list[SpanProcessor] = []
-    for name, exporter in _exporters("traces", settings):
+    for name, exporter in _exporters("traces", settings, parts):
         processor = DeliveryReportingSpanProcessor(name, exporter)
         _end_by_exit_deadline("traces", processor.exporter.gate)
         processors.append(processor)
@@ -199,9 +218,11 @@ def _tracer_provider(settings: Settings, resource: Resource, names: list[str]) -
     return provider
 
 
-def _meter_provider(settings: Settings, resource: Resource, names: list[str]) -> MeterProvider:
+def _meter_provider(
+    settings: Settings, resource: Resource, names: list[str], parts: Parts
+) -> MeterProvider:
     readers: list[MetricReader] = []
-    for name, exporter in _exporters("metrics", settings):
+    for name, exporter in _exporters("metrics", settings, parts):
         if isinstance(exporter, MetricReader):  # serves its own endpoint: sends nothing
             readers.append(exporter)
         else:
@@ -216,13 +237,14 @@ def _logger_provider(
     settings: Settings,
     resource: Resource,
     names: list[str],
-    console: ConsoleTreeProcessor | None,
+    console: SpanProcessor | None,
+    parts: Parts,
 ) -> LoggerProvider | None:
     """A provider for the ``logging`` records the logging instrumentation hands over.
 
     None when nothing would consume them (no exporter and no console tree).
     """
-    exporters = _exporters("logs", settings)
+    exporters = _exporters("logs", settings, parts)
     if not exporters and console is None:
         return None
     provider = LoggerProvider(resource=resource)
@@ -231,8 +253,8 @@ def _logger_provider(
         _end_by_exit_deadline("logs", processor.exporter.gate)
         provider.add_log_record_processor(processor)
         names.append(name)
-    if console is not None:
-        provider.add_log_record_processor(ConsoleLogProcessor(console))
+    if console is not None and parts.console_logs is not None:
+        provider.add_log_record_processor(parts.console_logs(console))
     return provider
 
 
@@ -263,15 +285,15 @@ def _otlp_endpoint_configured(signal: Signal) -> bool:
 
 
 def _exporters(
-    signal: Signal, settings: Settings
+    signal: Signal, settings: Settings, parts: Parts
 ) -> list[tuple[str, SpanExporter | MetricExporter | MetricReader | LogRecordExporter]]:
     """Instantiate each named exporter; an unknown or broken one is skipped with a warning."""
     group = f"opentelemetry_{signal}_exporter"
     exporters = []
     for name in exporter_names(signal):
         try:
-            if name == LOCAL_FILE_EXPORTER and signal != "metrics":
-                exporters.append((name, _local_file(signal, settings)))
+            if name == LOCAL_FILE_EXPORTER and signal != "metrics" and parts.local_file:
+                exporters.append((name, parts.local_file(signal, settings)))
                 continue
             [(_, exporter_class)] = _import_config_components([name], group)
             exporters.append((name, reconnect_after_fork(exporter_class())))
@@ -296,26 +318,6 @@ def _end_by_exit_deadline(signal: Signal, gate: ExportGate) -> None:
             or _OTLP_DEFAULT_ENDPOINTS[gate.name]
         )
     end_by_exit_deadline(gate, endpoint)
-
-
-def _local_file(signal: Signal, settings: Settings) -> TraceFileExporter | LogFileExporter:
-    """Our OTLP JSON lines exporter for ``signal``, writing to the local store."""
-    limits = (settings.trace_file_max_bytes, settings.trace_file_backups)
-    if signal == "logs":
-        return LogFileExporter(log_file_for(settings.trace_file), *limits)
-    if not _every_engine_disabled():
-        print(
-            f"reasonflow-otel: traces are written to {settings.trace_file.absolute()} "
-            "(no backend needed; list them with `reasonflow-otel traces`)",
-            file=sys.stderr,
-        )
-    return TraceFileExporter(settings.trace_file, *limits)
-
-
-def _every_engine_disabled() -> bool:
-    """``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` names every engine (or ``*``): no workflow
-    will be traced, so there is nothing to announce."""
-    return all(instrumentation_disabled(engine) for engine in ENGINES)
 
 
 def _is_proxy_meter_provider(provider: metrics.MeterProvider) -> bool:

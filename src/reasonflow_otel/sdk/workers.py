@@ -54,8 +54,3 @@ def _report_late_flush() -> None:
         WORKER_FLUSH_SECONDS,
         _late_flushes,
     )
-
-
-def late_flushes() -> int:
-    """Top-level runs in this process whose spans could not be delivered in time."""
-    return _late_flushes

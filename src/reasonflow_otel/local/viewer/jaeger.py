@@ -4,9 +4,9 @@ Jaeger v2's query service answers ``/api/v3/...`` in OTLP/JSON with hex ids: the
 local trace file, so its spans are decoded by the store's own reader and listed, drawn and
 analysed by the same code. The listing and the analytics cover the latest traces of every
 service Jaeger knows (up to :data:`TRACES_PER_SERVICE` each, from the last
-:data:`LOOKBACK`), fetched again at most every :data:`REFRESH_SECONDS`; a trace is read from
-Jaeger whole when it is opened, so it is always complete. Jaeger keeps no log records: the
-run page shows span events only.
+:data:`LOOKBACK`), fetched again in the background at most every :data:`REFRESH_SECONDS`;
+a trace is read from Jaeger whole when it is opened, so it is always complete. Jaeger keeps
+no log records: the run page shows span events only.
 """
 
 from __future__ import annotations
@@ -20,13 +20,14 @@ import urllib.request
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from reasonflow_otel.guard import report_internal_error
 from reasonflow_otel.local.store import LogLine, SpanRecord, decode_spans
 from reasonflow_otel.local.viewer.analytics import Analytics
 from reasonflow_otel.local.viewer.index import FileState, IndexedTrace
 
 LOOKBACK = timedelta(days=7)
 TRACES_PER_SERVICE = 500
-REFRESH_SECONDS = 2.0
+REFRESH_SECONDS = 5.0  # as often as the runs page asks
 TIMEOUT_SECONDS = 10.0
 _FULL_TRACE_ID = 32
 
@@ -52,34 +53,41 @@ class JaegerIndex:
     # --- Reading ------------------------------------------------------------------------------
 
     def refresh(self) -> None:
-        """Fetch the latest traces, unless fetched moments ago or another thread is at it."""
+        """Answers come from the last fetch; one older than :data:`REFRESH_SECONDS` is
+        fetched again in the background (a search reads whole traces: about a second for a
+        thousand), so no answer waits for Jaeger."""
+        if not self._fetched_recently():
+            self.refresh_in_background()
+
+    def refresh_in_background(self) -> threading.Thread | None:
+        """Fetch on a new thread; None when another thread is fetching already."""
         if not self._reader.acquire(blocking=False):
-            return
-        try:
-            if not self._fetched_recently():
-                self._fetch_recent()
-        finally:
-            self._reader.release()
+            return None
+        thread = threading.Thread(
+            target=self._fetch_latest, name="reasonflow-viewer-jaeger", daemon=True
+        )
+        thread.start()
+        return thread
 
     def _fetched_recently(self) -> bool:
-        """The page asks every few seconds, and each search reads whole traces."""
         last = self._fetched_at
         return last is not None and time.monotonic() - last < REFRESH_SECONDS
 
-    def _fetch_recent(self) -> None:
+    def _fetch_latest(self) -> None:
+        """The latest traces, replacing what was fetched before (holds the reader lock)."""
         try:
             traces = self._recent_traces()
         except JaegerError as error:  # said in every answer; what was fetched stays shown
             self._error = str(error)
+        except Exception as error:  # a bug must not leave the viewer fetching forever
+            report_internal_error("reading traces from Jaeger", error)
+            self._error = f"cannot read Jaeger's answer ({type(error).__name__})"
         else:
             self._replace(traces)
             self._error = ""
-        self._fetched_at = time.monotonic()
-
-    def refresh_in_background(self) -> threading.Thread:
-        thread = threading.Thread(target=self.refresh, name="reasonflow-viewer-jaeger", daemon=True)
-        thread.start()
-        return thread
+        finally:
+            self._fetched_at = time.monotonic()
+            self._reader.release()
 
     def _recent_traces(self) -> dict[str, list[SpanRecord]]:
         """Each recent trace's spans, from a search per service (a trace spanning several

@@ -15,6 +15,7 @@ from opentelemetry.instrumentation.distro import BaseDistro
 from opentelemetry.instrumentation.environment_variables import OTEL_PYTHON_CONFIGURATOR
 from opentelemetry.sdk._configuration import _BaseConfigurator
 
+from reasonflow_otel.local.sdk_parts import sdk_parts
 from reasonflow_otel.sdk import process_metrics
 from reasonflow_otel.sdk.setup import start_telemetry
 from reasonflow_otel.settings import load_settings
@@ -45,4 +46,4 @@ class ReasonflowConfigurator(_BaseConfigurator):
     """The same SDK setup as ``reasonflow_otel.instrument()``, from the environment."""
 
     def _configure(self, **kwargs: Any) -> None:
-        start_telemetry(load_settings())
+        start_telemetry(load_settings(), parts=sdk_parts())
