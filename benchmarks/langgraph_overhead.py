@@ -21,7 +21,11 @@ rounds is kept, in microseconds:
 - ``sdk_invoke_sampled``, ``sdk_invoke_points``: the SDK making exactly what one sampled
   invoke emits, by hand, in a tight loop: the recorded spans with all their attributes
   (the graph span, then each node span made current under it) and the recorded histogram
-  points with their attribute sets through ``record``; the points alone for the second.
+  points with their attribute sets through ``record``; the points alone for the second;
+- ``in_graph_sdk_sampled``, ``in_graph_sdk_points``: the same SDK calls made by hand from
+  inside the running graph (around the invoke, and by each node around its body) minus the
+  same graph with empty hooks there: the SDK costs more inside a graph than in a tight loop
+  (colder caches, deeper stacks), and that is the floor instrumentation really faces.
 
 The per-node figures divide by the three nodes (the graph's own span and point included,
 as the callback-based instrumentations were measured). Compare ratios from one run, not
@@ -70,10 +74,10 @@ def step(state: Counter) -> Counter:
     return {"n": state["n"] + 1}
 
 
-def linear_graph() -> Any:
+def linear_graph(node: Callable[[int], Callable[[Counter], Counter]] = lambda _: step) -> Any:
     builder = StateGraph(Counter)
-    for node in ("a", "b", "c"):
-        builder.add_node(node, step)
+    for index, name in enumerate(("a", "b", "c")):
+        builder.add_node(name, node(index))
     builder.add_edge(START, "a")
     builder.add_edge("a", "b")
     builder.add_edge("b", "c")
@@ -90,6 +94,55 @@ def per_invoke(runs: int) -> float:
     for _ in range(runs):
         GRAPH.invoke({"n": 0})
     return (time.perf_counter() - started) / runs
+
+
+class Hooks:
+    """What the hooked graph's nodes call around their body, and each invoke around it."""
+
+    def invoke_begin(self) -> Any:
+        return None
+
+    def invoke_end(self, token: Any) -> None:
+        pass
+
+    def node_begin(self, index: int) -> Any:
+        return None
+
+    def node_end(self, index: int, token: Any) -> None:
+        pass
+
+
+HOOKS: list[Hooks] = [Hooks()]  # the hooks in use: one slot, swapped per timing
+
+
+def hooked_step(index: int) -> Callable[[Counter], Counter]:
+    """:func:`step` with the current hooks around it, as node ``index``."""
+
+    def run(state: Counter) -> Counter:
+        hooks = HOOKS[0]
+        token = hooks.node_begin(index)
+        try:
+            return step(state)
+        finally:
+            hooks.node_end(index, token)
+
+    return run
+
+
+HOOKED_GRAPH = linear_graph(hooked_step)
+
+
+def per_hooked_invoke(runs: int, hooks: Hooks) -> float:
+    """Seconds per invoke of the hooked graph, with ``hooks`` around the invoke and nodes."""
+    HOOKS[0] = hooks
+    started = time.perf_counter()
+    for _ in range(runs):
+        token = hooks.invoke_begin()
+        HOOKED_GRAPH.invoke({"n": 0})
+        hooks.invoke_end(token)
+    elapsed = time.perf_counter() - started
+    HOOKS[0] = Hooks()
+    return elapsed / runs
 
 
 NODE_METRIC_ATTRIBUTES = {
@@ -161,11 +214,59 @@ def sdk_invoke(runs: int, emitted: Emitted, provider: TracerProvider | None) -> 
     return (time.perf_counter() - started) / runs
 
 
+class SdkHooks(Hooks):
+    """The SDK making by hand, from inside the running graph, what an instrumented invoke
+    emits: the graph's span around the invoke, each node's span around its body (each made
+    current), each histogram point as its run ends; no spans when ``provider`` is None."""
+
+    def __init__(self, emitted: Emitted, provider: TracerProvider | None) -> None:
+        meter = MeterProvider(metric_readers=[InMemoryMetricReader()]).get_meter("floor")
+        histograms = {name: meter.create_histogram(name, unit="s") for name, _ in emitted.points}
+        (self._graph_name, self._graph_attributes), *self._nodes = emitted.spans
+        names = [attributes.get("reasonflow.node.name") for _, attributes in self._nodes]
+        points = [(histograms[name], attributes) for name, attributes in emitted.points]
+        node_name = "reasonflow.node.name"
+        self._node_points = [[p for p in points if p[1].get(node_name) == n] for n in names]
+        self._graph_points = [p for p in points if p[1].get(node_name) not in names]
+        self._tracer = provider.get_tracer("floor") if provider is not None else None
+
+    def invoke_begin(self) -> Any:
+        if self._tracer is None:
+            return None
+        span = self._tracer.start_span(self._graph_name, attributes=self._graph_attributes)
+        return span, context.attach(trace.set_span_in_context(span))
+
+    def invoke_end(self, token: Any) -> None:
+        if token is not None:
+            span, attached = token
+            context.detach(attached)
+            span.end()
+        for histogram, attributes in self._graph_points:
+            histogram.record(0.001, attributes)
+
+    def node_begin(self, index: int) -> Any:
+        if self._tracer is None:
+            return None
+        name, attributes = self._nodes[index]
+        span = self._tracer.start_span(name, attributes=attributes)
+        return span, context.attach(trace.set_span_in_context(span))
+
+    def node_end(self, index: int, token: Any) -> None:
+        if token is not None:
+            span, attached = token
+            context.detach(attached)
+            span.end()
+        for histogram, attributes in self._node_points[index]:
+            histogram.record(0.001, attributes)
+
+
 def measure(budget: Budget) -> tuple[dict[str, float], dict[str, float]]:
     emitted = emitted_by_one_invoke()
     floor_provider = tracer_provider(ALWAYS_ON)
     sampled = Instrumented(LangGraphInstrumentor, ALWAYS_ON, Settings())
     unsampled = Instrumented(LangGraphInstrumentor, ALWAYS_OFF, Settings())
+    sdk_sampled = SdkHooks(emitted, floor_provider)
+    sdk_points = SdkHooks(emitted, None)
 
     def invokes() -> float:
         return per_invoke(budget.runs)
@@ -178,6 +279,9 @@ def measure(budget: Budget) -> tuple[dict[str, float], dict[str, float]]:
         "sdk_hist": lambda: sdk_hist(budget.runs * NODES, NODE_METRIC_ATTRIBUTES),
         "sdk_invoke_sampled": lambda: sdk_invoke(budget.runs, emitted, floor_provider),
         "sdk_invoke_points": lambda: sdk_invoke(budget.runs, emitted, None),
+        "hooks_empty": lambda: per_hooked_invoke(budget.runs, Hooks()),
+        "hooks_sdk_sampled": lambda: per_hooked_invoke(budget.runs, sdk_sampled),
+        "hooks_sdk_points": lambda: per_hooked_invoke(budget.runs, sdk_points),
     }
     rounds: list[dict[str, float]] = []
     for _ in range(budget.rounds):
@@ -198,6 +302,11 @@ def _added(mode: str) -> Callable[[dict[str, float]], float]:
     return lambda timing: timing[mode] - timing["bare"]
 
 
+def _in_graph(timing: dict[str, float], mode: str) -> float:
+    """What the SDK calls made by hand add inside the running graph (over empty hooks)."""
+    return timing[mode] - timing["hooks_empty"]
+
+
 def _floor(timing: dict[str, float], emitted: Emitted, *, spans: bool) -> float:
     """The tight-loop floor of what one invoke emits: its spans (if asked) and points."""
     points = len(emitted.points) * timing["sdk_hist"]
@@ -214,12 +323,24 @@ FIGURES: tuple[tuple[str, Callable[[dict[str, float]], float]], ...] = (
     ("sdk_hist", lambda timing: timing["sdk_hist"]),
     ("sdk_invoke_sampled", lambda timing: timing["sdk_invoke_sampled"]),
     ("sdk_invoke_points", lambda timing: timing["sdk_invoke_points"]),
+    ("in_graph_sdk_sampled", lambda timing: _in_graph(timing, "hooks_sdk_sampled")),
+    ("in_graph_sdk_points", lambda timing: _in_graph(timing, "hooks_sdk_points")),
     ("sampled per node", lambda timing: _added("sampled")(timing) / NODES),
     ("unsampled per node", lambda timing: _added("unsampled")(timing) / NODES),
     ("sdk_invoke_sampled per node", lambda timing: timing["sdk_invoke_sampled"] / NODES),
     ("sdk_invoke_points per node", lambda timing: timing["sdk_invoke_points"] / NODES),
+    ("in_graph_sdk_sampled per node", lambda t: _in_graph(t, "hooks_sdk_sampled") / NODES),
+    ("in_graph_sdk_points per node", lambda t: _in_graph(t, "hooks_sdk_points") / NODES),
 )
 RATIOS: tuple[tuple[str, Callable[[dict[str, float], Emitted], float]], ...] = (
+    (
+        "sampled / in_graph_sdk_sampled",
+        lambda t, _: _added("sampled")(t) / _in_graph(t, "hooks_sdk_sampled"),
+    ),
+    (
+        "unsampled / in_graph_sdk_points",
+        lambda t, _: _added("unsampled")(t) / _in_graph(t, "hooks_sdk_points"),
+    ),
     (
         "sampled / sdk_invoke_sampled",
         lambda timing, _: _added("sampled")(timing) / timing["sdk_invoke_sampled"],

@@ -265,3 +265,33 @@ def test_an_async_subgraph_and_retry_nest_as_the_sync_ones_do(langgraph_telemetr
     flaky = langgraph_telemetry.span("flaky")
     assert flaky.attributes["reasonflow.node.attempts"] == 2
     assert len(events(flaky, "reasonflow.retry")) == 1
+
+
+def test_a_command_to_the_parent_graph_is_no_error(langgraph_telemetry):
+    from langgraph.graph import END, START, StateGraph
+    from support.langgraph_graphs import State
+
+    def hand_over(state: State) -> Command:
+        return Command(graph=Command.PARENT, goto="after", update={"route": "handed"})
+
+    inner = StateGraph(State)
+    inner.add_node("hand_over", hand_over)
+    inner.add_edge(START, "hand_over")
+    outer = StateGraph(State)
+    outer.add_node("child", inner.compile(name="inner"))
+    outer.add_node("after", lambda state: {"n": 1})
+    outer.add_edge(START, "child")
+    outer.add_edge("after", END)
+
+    result = outer.compile(name="outer").invoke({"n": 0})
+
+    assert result["route"] == "handed"
+    for name in ("hand_over", "invoke_workflow inner"):
+        span = langgraph_telemetry.span(name)
+        assert span.status.status_code is StatusCode.UNSET, name
+        assert span.attributes["reasonflow.command_to_parent"] is True, name
+        assert "error.type" not in span.attributes
+    child = langgraph_telemetry.span("child")  # LangGraph applies the command there
+    assert child.status.status_code is StatusCode.UNSET
+    assert child.attributes["reasonflow.node.successor"] == "after"
+    assert langgraph_telemetry.span("invoke_workflow outer").status.status_code is StatusCode.UNSET

@@ -189,3 +189,28 @@ def test_graphs_run_from_threads_each_get_their_own_trace(langgraph_telemetry):
             {"invoke_workflow router", "plan", "inside plan", "small"},
             {"invoke_workflow router", "plan", "inside plan", "large"},
         )
+
+
+def test_functional_api_tasks_nest_under_their_entrypoint(langgraph_telemetry):
+    from langgraph.func import entrypoint, task
+
+    @task
+    def double(number: int) -> int:
+        return number * 2
+
+    @entrypoint()
+    def doubled_sum(count: int) -> int:
+        return sum(future.result() for future in [double(i) for i in range(count)])
+
+    assert doubled_sum.invoke(3) == 6
+    assert outline(langgraph_telemetry) == [
+        f"invoke_workflow {doubled_sum.name}",
+        "  doubled_sum",
+        "    double",
+        "    double",
+        "    double",
+    ]
+    assert langgraph_telemetry.span("doubled_sum").attributes["reasonflow.node.kind"] == "node"
+    for span in langgraph_telemetry.spans():
+        if span.name == "double":
+            assert span.attributes["reasonflow.node.class"] == "task"

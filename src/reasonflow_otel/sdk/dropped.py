@@ -56,8 +56,9 @@ class QueueDrops:
             self.counts[error_type] += count
         self._hook.drop_items(count, error_type)
 
-    def finish_items(self, count: int) -> None:
-        self._hook.finish_items(count)
+    def finish_items(self, count: int, *error: Any) -> None:
+        """SDK 1.44 also passes the export error (counted by the export gate, not here)."""
+        self._hook.finish_items(count, *error)
 
     def snapshot(self) -> dict[str, int]:
         with self._lock:
