@@ -333,6 +333,15 @@ def test_run_local_runs_the_scaled_tier_stops_and_starts_a_gateway_and_leaves_no
             "the application's metrics in Prometheus",
         )
         [runs] = stack.prometheus.query("sum(reasonflow_flow_duration_seconds_count)")
+        # The lost-data alert's recording rule sees every Collector's counters (at 0).
+        wait_for(
+            lambda: (
+                len(stack.prometheus.query("count by (instance) (otelcol:lost_items:total)")) == 3
+            ),
+            60,
+            "the lost-items rule over the agent and both gateways",
+        )
+        assert stack.prometheus.query("sum(otelcol:lost_items:total) > 0") == []
     finally:
         ended = stack.run("down")
     assert ended.returncode == 0, ended.stdout + ended.stderr
