@@ -21,18 +21,20 @@
 # for Jaeger, a generated copy of prometheus.yml whose targets are these ports).
 #
 # Every listener binds to 127.0.0.1: an OTLP receiver open to the network takes anyone's data,
-# and an open Jaeger shows anyone's traces. REASONFLOW_OTEL_OTLP_HOST=0.0.0.0 opens the OTLP
-# receivers (applications on other machines); REASONFLOW_OTEL_STACK_HOST=0.0.0.0 opens every
+# and an open Jaeger shows anyone's traces. REASONFLOW_OTLP_HOST=0.0.0.0 opens the OTLP
+# receivers (applications on other machines); REASONFLOW_STACK_HOST=0.0.0.0 opens every
 # listener. Every port is a variable (defaults below; those of compose.yaml where it has one).
-# State, logs and pids go to REASONFLOW_OTEL_STACK_DIR (default: .reasonflow-otel/stack in the
+# State, logs and pids go to REASONFLOW_STACK_DIR (default: .reasonflow-otel/stack in the
 # checkout); Jaeger keeps its traces there in Badger, so they survive a restart. The Collector's
 # settings (TAIL_SAMPLING_PERCENTAGE, TAIL_SAMPLING_DECISION_WAIT, ...: otel-collector.yaml) pass
 # through from the caller's environment. `up` records every setting; `start`, `stop`, `status`
 # and `down` use the recorded ones unless the environment sets them again.
+# (These variables are not REASONFLOW_OTEL_*: those are the SDK's, which would warn about names
+# it does not know when an app runs from the same shell.)
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
-state="${REASONFLOW_OTEL_STACK_DIR:-$(dirname "$here")/.reasonflow-otel/stack}"
+state="${REASONFLOW_STACK_DIR:-$(dirname "$here")/.reasonflow-otel/stack}"
 settings_file="$state/settings.env"
 
 # Ports, each overridable from the environment.
@@ -58,12 +60,12 @@ port_defaults=(
   GATEWAY_2_TELEMETRY_PORT=8899    # --scaled: gateway-2's own metrics
 )
 other_defaults=(
-  REASONFLOW_OTEL_STACK_HOST=127.0.0.1
+  REASONFLOW_STACK_HOST=127.0.0.1
   PROMETHEUS_SCRAPE_INTERVAL=15s   # also the rule evaluation interval
   PROMETHEUS_RULES="$here/rules/*.yml"
   ALERTMANAGER_CONFIG="$here/alertmanager/alertmanager.yml"
   STACK_START_TIMEOUT=60           # seconds `up` and `start` wait for health
-  REASONFLOW_OTEL_STACK_MODE=single # `up --scaled` records "scaled"
+  REASONFLOW_STACK_MODE=single # `up --scaled` records "scaled"
   AGENT_MEMORY_LIMIT_MIB=512       # --scaled: the agent's memory_limiter limit
   GATEWAY_MEMORY_LIMIT_MIB=512     # --scaled: each gateway's
 )
@@ -94,9 +96,9 @@ load_settings() {
     name="${line%%=*}"
     [[ -n "${!name+set}" ]] || export "$line"
   done
-  : "${REASONFLOW_OTEL_OTLP_HOST:=$REASONFLOW_OTEL_STACK_HOST}"
-  export REASONFLOW_OTEL_OTLP_HOST
-  listen="$REASONFLOW_OTEL_STACK_HOST"
+  : "${REASONFLOW_OTLP_HOST:=$REASONFLOW_STACK_HOST}"
+  export REASONFLOW_OTLP_HOST
+  listen="$REASONFLOW_STACK_HOST"
   # Where this machine reaches a listener on $listen.
   case "$listen" in 0.0.0.0 | "::" | "[::]") connect=127.0.0.1 ;; *) connect="$listen" ;; esac
 }
@@ -107,7 +109,7 @@ record_settings() {
   : >"$settings_file"
   chmod 600 "$settings_file" # it may hold GATEWAY_BEARER_TOKEN
   for name in $(printf '%s\n' "${port_defaults[@]}" "${other_defaults[@]}" | cut -d= -f1) \
-    REASONFLOW_OTEL_OTLP_HOST $(collector_settings); do
+    REASONFLOW_OTLP_HOST $(collector_settings); do
     if [[ -n "${!name+set}" ]]; then printf '%s=%q\n' "$name" "${!name}"; fi
   done >"$settings_file"
 }
@@ -210,7 +212,7 @@ native_scaled_prometheus_config() {
 
 command_prometheus() {
   mkdir -p "$state/prometheus"
-  if [[ "$REASONFLOW_OTEL_STACK_MODE" == scaled ]]; then
+  if [[ "$REASONFLOW_STACK_MODE" == scaled ]]; then
     native_scaled_prometheus_config >"$state/prometheus/prometheus.yml"
   else
     native_prometheus_config >"$state/prometheus/prometheus.yml"
@@ -249,8 +251,8 @@ command_jaeger() {
 command_collector() {
   exec_args=(
     env
-    OTLP_GRPC_ENDPOINT="$REASONFLOW_OTEL_OTLP_HOST:$OTLP_GRPC_PORT"
-    OTLP_HTTP_ENDPOINT="$REASONFLOW_OTEL_OTLP_HOST:$OTLP_HTTP_PORT"
+    OTLP_GRPC_ENDPOINT="$REASONFLOW_OTLP_HOST:$OTLP_GRPC_PORT"
+    OTLP_HTTP_ENDPOINT="$REASONFLOW_OTLP_HOST:$OTLP_HTTP_PORT"
     JAEGER_OTLP_ENDPOINT="$connect:$JAEGER_OTLP_GRPC_PORT"
     PROMETHEUS_EXPORTER_ENDPOINT="$listen:$PROMETHEUS_EXPORTER_PORT"
     HEALTH_CHECK_ENDPOINT="$listen:$HEALTH_CHECK_PORT"
@@ -264,8 +266,8 @@ command_collector() {
 command_agent() {
   exec_args=(
     env
-    OTLP_GRPC_ENDPOINT="$REASONFLOW_OTEL_OTLP_HOST:$OTLP_GRPC_PORT"
-    OTLP_HTTP_ENDPOINT="$REASONFLOW_OTEL_OTLP_HOST:$OTLP_HTTP_PORT"
+    OTLP_GRPC_ENDPOINT="$REASONFLOW_OTLP_HOST:$OTLP_GRPC_PORT"
+    OTLP_HTTP_ENDPOINT="$REASONFLOW_OTLP_HOST:$OTLP_HTTP_PORT"
     PROMETHEUS_EXPORTER_ENDPOINT="$listen:$PROMETHEUS_EXPORTER_PORT"
     HEALTH_CHECK_ENDPOINT="$listen:$HEALTH_CHECK_PORT"
     COLLECTOR_TELEMETRY_HOST="$listen"
@@ -372,6 +374,7 @@ start_process() {
 stop_process() {
   local name="$1" pid
   if ! pid="$(pid_of "$name")"; then
+    [[ -f "$state/$name.pid" ]] || say "$name is not running"
     rm -f "$state/$name.pid"
     return
   fi
@@ -399,7 +402,7 @@ EOF
 
 rows() {
   backend_rows
-  if [[ "$REASONFLOW_OTEL_STACK_MODE" == scaled ]]; then scaled_rows; else single_node_rows; fi
+  if [[ "$REASONFLOW_STACK_MODE" == scaled ]]; then scaled_rows; else single_node_rows; fi
 }
 
 known() {
@@ -409,9 +412,9 @@ known() {
 }
 
 up() {
-  REASONFLOW_OTEL_STACK_MODE=single
-  [[ "${1:-}" == "--scaled" ]] && REASONFLOW_OTEL_STACK_MODE=scaled
-  if [[ "$REASONFLOW_OTEL_STACK_MODE" == scaled && -z "${GATEWAY_BEARER_TOKEN:-}" ]]; then
+  REASONFLOW_STACK_MODE=single
+  [[ "${1:-}" == "--scaled" ]] && REASONFLOW_STACK_MODE=scaled
+  if [[ "$REASONFLOW_STACK_MODE" == scaled && -z "${GATEWAY_BEARER_TOKEN:-}" ]]; then
     GATEWAY_BEARER_TOKEN="$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')"
     export GATEWAY_BEARER_TOKEN
   fi

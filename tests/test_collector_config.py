@@ -27,7 +27,7 @@ from support.prometheus import (
     run_promtool,
     substitute_grafana_variables,
 )
-from support.stack import validate
+from support.stack import built_binary, validate
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "collector-config"
@@ -110,6 +110,27 @@ def test_memory_limiter_comes_first_wherever_data_enters(path):
     for pipeline_id, pipeline in pipelines.items():
         if "otlp" in pipeline["receivers"]:
             assert pipeline["processors"][0] == "memory_limiter", pipeline_id
+
+
+# --- build.sh --------------------------------------------------------------------------------
+
+
+def test_build_sh_rebuilds_nothing_when_nothing_changed():
+    binaries = [built_binary(name) for name in ("otelcol-reasonflow", "jaeger")]
+    for tool in ("prometheus", "promtool", "prometheus-alertmanager", "amtool"):
+        find_binary(tool)
+    before = [path.stat().st_mtime_ns for path in binaries]
+
+    result = subprocess.run(
+        [str(CONFIG_DIR / "build.sh")], capture_output=True, text=True, timeout=120, check=False
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "otelcol-reasonflow is up to date" in result.stdout
+    assert "jaeger is up to date" in result.stdout
+    assert "otelcol-reasonflow version 0.161.0" in result.stdout
+    assert "jaeger v2.12.0" in result.stdout
+    assert [path.stat().st_mtime_ns for path in binaries] == before
 
 
 # --- Jaeger, judged by the Jaeger we build -------------------------------------------------------

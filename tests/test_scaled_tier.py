@@ -70,11 +70,20 @@ def validate(*configs: Path, **environ: str) -> subprocess.CompletedProcess[str]
 
 @pytest.mark.parametrize(
     "configs",
-    [(AGENT_CONFIG,), (AGENT_CONFIG, SCALED / "otel-agent.compose.yaml"), (GATEWAY_CONFIG,)],
-    ids=["agent", "agent-compose", "gateway"],
+    [
+        (AGENT_CONFIG,),
+        (AGENT_CONFIG, SCALED / "otel-agent.compose.yaml"),
+        (AGENT_CONFIG, SCALED / "otel-agent.tls.yaml"),
+        (GATEWAY_CONFIG,),
+        (GATEWAY_CONFIG, SCALED / "otel-gateway.tls.yaml"),
+    ],
+    ids=["agent", "agent-compose", "agent-tls", "gateway", "gateway-tls"],
 )
 def test_the_collector_accepts_the_scaled_configs(configs: tuple[Path, ...]) -> None:
-    result = validate(*configs, GATEWAY_BEARER_TOKEN="a-token")
+    tls = {
+        f"GATEWAY_TLS_{kind}_FILE": f"/etc/tls/{kind.lower()}.pem" for kind in ("CA", "CERT", "KEY")
+    }
+    result = validate(*configs, GATEWAY_BEARER_TOKEN="a-token", **tls)
     assert result.returncode == 0, result.stderr
 
 
@@ -265,6 +274,20 @@ def test_a_burst_above_the_memory_limit_is_refused_retried_and_kills_no_collecto
     assert in_jaeger == sent["delivered"]  # all the SDK handed over; its own loss is printed
 
 
+def test_agents_reach_gateways_over_tls_with_the_token_sent_by_the_extension(work: Path) -> None:
+    with running_scaled_tier(work, gateway=EVERY_TRACE, tls=True) as tier:
+        plain = export_to(
+            tier.gateway_otlp["gateway-1"], (("authorization", f"Bearer {tier.token}"),)
+        )
+        sent = tier.send(work / "sent.json", traces=100, rate=0)
+        settle(tier, 1)
+        views = {trace_id: jaeger_view(tier, trace_id) for trace_id in sent["traces"]}
+
+    assert plain is grpc.StatusCode.UNAVAILABLE  # a plain-text client cannot even connect
+    assert sent["failed"] == 0
+    assert all(view["spans"] == sent["traces"][t]["spans"] for t, view in views.items())
+
+
 # run-local.sh's ports of the scaled tier, on top of those of the single-node stack.
 GATEWAY_PORT_VARIABLES = tuple(
     f"GATEWAY_{n}_{kind}_PORT" for n in (1, 2) for kind in ("OTLP", "HEALTH", "TELEMETRY")
@@ -310,6 +333,15 @@ def test_run_local_runs_the_scaled_tier_stops_and_starts_a_gateway_and_leaves_no
             "the application's metrics in Prometheus",
         )
         [runs] = stack.prometheus.query("sum(reasonflow_flow_duration_seconds_count)")
+        # The lost-data alert's recording rule sees every Collector's counters (at 0).
+        wait_for(
+            lambda: (
+                len(stack.prometheus.query("count by (instance) (otelcol:lost_items:total)")) == 3
+            ),
+            60,
+            "the lost-items rule over the agent and both gateways",
+        )
+        assert stack.prometheus.query("sum(otelcol:lost_items:total) > 0") == []
     finally:
         ended = stack.run("down")
     assert ended.returncode == 0, ended.stdout + ended.stderr

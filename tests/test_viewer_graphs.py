@@ -9,6 +9,7 @@ branch, a run halted before its next step).
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from support.otlp_files import otlp_json
+from support.processes import BIN, run_program
 from support.viewer import get, get_indexed, record_example, running_viewer
 
 from reasonflow_otel.local.trace_file import TraceFileExporter
@@ -252,3 +254,46 @@ def test_a_step_feeds_only_the_step_after_it_not_a_later_one(tmp_path):
         ("X", "B"): 1,
         ("A", "B"): 0,
     }
+
+
+@pytest.fixture(scope="module")
+def langgraph_traces(tmp_path_factory) -> dict[str, list[dict[str, Any]]]:
+    """The LangGraph test app's traces (an interrupted run and its resumption among them),
+    by the names of their node spans, with their graphs."""
+    directory = tmp_path_factory.mktemp("langgraph")
+    app = Path(__file__).parent / "apps" / "langgraph_app.py"
+    run_program([str(BIN / "opentelemetry-instrument"), sys.executable, str(app)], directory)
+    path = directory / ".reasonflow-otel" / "traces.jsonl"
+    spans = otlp_json(path, "spans")
+    with running_viewer(path) as url:
+        get_indexed(url + "api/traces")
+        return {
+            " ".join(
+                s["name"]
+                for s in sorted(spans, key=lambda s: int(s["startTimeUnixNano"]))
+                if s["traceId"] == trace_id and "parentSpanId" in s
+            ): get(f"{url}api/traces/{trace_id}")[1]["graphs"]
+            for trace_id in {span["traceId"] for span in spans}
+        }
+
+
+def test_langgraph_start_and_end_are_drawn_as_where_a_run_starts_and_ends(langgraph_traces):
+    triage, reply = langgraph_traces["classify general invoke_workflow reply draft approve"]
+
+    assert {node["name"]: node["status"] for node in reply["nodes"]} == {
+        "__start__": "terminal",
+        "draft": "ok",
+        "__end__": "terminal",
+    }
+    assert edges_by_name(reply) == {("__start__", "draft"): 1, ("draft", "__end__"): 1}
+    taken = edges_by_name(triage)
+    assert taken[("__start__", "classify")] == 1
+    assert taken[("approve", "__end__")] == 0  # the run was interrupted at approve
+    [resumed] = langgraph_traces["approve"]  # resumed at approve, then ended
+    assert edges_by_name(resumed)[("approve", "__end__")] == 1
+    assert edges_by_name(resumed)[("__start__", "classify")] == 0
+
+
+def edges_by_name(graph: dict[str, Any]) -> dict[tuple[str, str], int]:
+    names = {node["id"]: node["name"] for node in graph["nodes"]}
+    return {(names[e["source"]], names[e["target"]]): e["runs"] for e in graph["edges"]}

@@ -1,15 +1,14 @@
 """A real Jaeger v2 for tests: the binary collector-config/build.sh builds, on free loopback
 ports, with a config of its own (memory storage, OTLP over HTTP, the query API).
 
-The binary is ``collector-config/bin/jaeger``, else ``jaeger`` on PATH. Missing, the test
-fails in CI (``CI`` set: .ci/run builds it) and skips elsewhere with the build command.
+The binary is ``collector-config/bin/jaeger`` (or ``$REASONFLOW_JAEGER_BIN``), found as the
+stack's tests find it: missing, the test fails in CI (``CI`` set: .ci/run builds it) and skips
+elsewhere with the build command.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
 import subprocess
 import time
 import urllib.error
@@ -20,11 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from support.processes import REPOSITORY, clean_environment, stop_process
-from support.prometheus import free_port, unavailable
+from support.processes import clean_environment, stop_process
+from support.prometheus import free_port
+from support.stack import built_binary
 
-BUILT = REPOSITORY / "collector-config" / "bin" / "jaeger"
-BUILD_HINT = "collector-config/build.sh"
 START_SECONDS = 60
 # collector-config/jaeger/config.yaml cut to what a test needs: no health check, no metrics
 # storage, no telemetry listener; every port from the environment, on loopback.
@@ -71,14 +69,7 @@ class Jaeger:
 
 
 def jaeger_binary() -> str:
-    if os.access(BUILT, os.X_OK):
-        return str(BUILT)
-    found = shutil.which("jaeger")
-    if found is None:
-        unavailable(
-            f"no Jaeger binary: build it with `{BUILD_HINT}` (or put Jaeger v2's `jaeger` on PATH)."
-        )
-    return found
+    return str(built_binary("jaeger"))
 
 
 @contextlib.contextmanager

@@ -34,6 +34,10 @@ REPOSITORY = Path(__file__).resolve().parents[2]
 SCALED = REPOSITORY / "collector-config" / "scaled"
 AGENT_CONFIG = SCALED / "otel-agent.yaml"
 GATEWAY_CONFIG = SCALED / "otel-gateway.yaml"
+TLS_OVERRIDES = {
+    "agent": SCALED / "otel-agent.tls.yaml",
+    "gateway": SCALED / "otel-gateway.tls.yaml",
+}
 BIN = REPOSITORY / "collector-config" / "bin"
 LOAD_APP = REPOSITORY / "tests" / "apps" / "scaled_load.py"
 BUILD_HINT = "build them with `collector-config/build.sh`"
@@ -281,17 +285,53 @@ def start_load(
     return subprocess.Popen(command, env=settings, stdout=log, stderr=subprocess.STDOUT)
 
 
+def make_certificates(directory: Path) -> dict[str, str]:
+    """A throwaway CA and a certificate for 127.0.0.1 signed by it (openssl), as the TLS
+    overrides' settings."""
+    if shutil.which("openssl") is None:
+        message = "`openssl` is not installed: `apt-get install -y openssl` (Debian)"
+        if os.environ.get("CI"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    for command in (
+        "req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 1 -subj /CN=test-ca",
+        "req -newkey rsa:2048 -nodes -keyout gateway.key -out gateway.csr -subj /CN=127.0.0.1",
+        "x509 -req -in gateway.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out gateway.crt"
+        " -days 1 -extfile san.cnf",
+    ):
+        subprocess.run(
+            ["openssl", *command.split()], cwd=directory, capture_output=True, check=True
+        )
+    return {
+        "GATEWAY_TLS_CA_FILE": str(directory / "ca.crt"),
+        "GATEWAY_TLS_CERT_FILE": str(directory / "gateway.crt"),
+        "GATEWAY_TLS_KEY_FILE": str(directory / "gateway.key"),
+    }
+
+
 @contextmanager
 def running_scaled_tier(
-    work: Path, gateway: Mapping[str, str] | None = None, agent: Mapping[str, str] | None = None
+    work: Path,
+    gateway: Mapping[str, str] | None = None,
+    agent: Mapping[str, str] | None = None,
+    tls: bool = False,
 ) -> Iterator[ScaledTier]:
     """Starts Jaeger, both gateways and the agent (in that order); stops them all at the end.
 
-    ``gateway`` and ``agent`` are extra environment settings of those Collectors.
+    ``gateway`` and ``agent`` are extra environment settings of those Collectors; ``tls`` adds
+    the TLS overrides, with a throwaway CA, on the hop from the agent to the gateways.
     """
     otelcol, jaeger = stack_binary("otelcol-reasonflow"), stack_binary("jaeger")
     work.mkdir(parents=True, exist_ok=True)
     token = secrets.token_hex(16)
+    certificates = make_certificates(work / "tls") if tls else {}
+
+    def command(role: str, config: Path) -> list[str]:
+        configs = [config, TLS_OVERRIDES[role]] if tls else [config]
+        return [str(otelcol), *(f"--config={path}" for path in configs)]
+
     ports = {name: free_port() for name in ("otlp", "http", "grpc", "telemetry")}
     jaeger_file = work / "jaeger.json"
     jaeger_file.write_text(
@@ -320,11 +360,12 @@ def running_scaled_tier(
             JAEGER_OTLP_ENDPOINT=f"127.0.0.1:{ports['otlp']}",
             GATEWAY_BEARER_TOKEN=token,
             GATEWAY_NAME=name,
+            **certificates,
             **(gateway or {}),
         )
         processes[name] = Process(
             name,
-            [str(otelcol), f"--config={GATEWAY_CONFIG}"],
+            command("gateway", GATEWAY_CONFIG),
             environ,
             work / f"{name}.log",
             f"http://127.0.0.1:{health}/",
@@ -341,11 +382,12 @@ def running_scaled_tier(
         PROMETHEUS_EXPORTER_ENDPOINT=f"127.0.0.1:{exporter}",
         GATEWAY_ENDPOINTS="[" + ", ".join(gateway_otlp.values()) + "]",
         GATEWAY_BEARER_TOKEN=token,
+        **certificates,
         **(agent or {}),
     )
     processes["agent"] = Process(
         "agent",
-        [str(otelcol), f"--config={AGENT_CONFIG}"],
+        command("agent", AGENT_CONFIG),
         environ,
         work / "agent.log",
         f"http://127.0.0.1:{health}/",

@@ -135,10 +135,10 @@ def stack_environment(state_dir: Path, **settings: str) -> tuple[dict[str, int],
     environ = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("OTEL_", "REASONFLOW_OTEL_", "TAIL_SAMPLING_"))
+        if not key.startswith(("OTEL_", "REASONFLOW_", "TAIL_SAMPLING_"))
     }
     environ.update({variable: str(port) for variable, port in ports.items()})
-    environ["REASONFLOW_OTEL_STACK_DIR"] = str(state_dir)
+    environ["REASONFLOW_STACK_DIR"] = str(state_dir)
     environ.update(settings)
     return ports, environ
 

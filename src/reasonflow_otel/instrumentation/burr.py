@@ -48,20 +48,11 @@ from typing import Any, NamedTuple
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from wrapt import wrap_function_wrapper
 
+import reasonflow_otel.recorder as recording
 from reasonflow_otel import semconv
 from reasonflow_otel.guard import report_internal_error, safe_str
 from reasonflow_otel.instrumentation.base import EngineInstrumentor
-from reasonflow_otel.recorder import (
-    BoundedCache,
-    FlowGraph,
-    GraphNode,
-    NodeInfo,
-    Recorder,
-    Run,
-    current_run,
-    unwrap,
-    wrap,
-)
+from reasonflow_otel.recorder import BoundedCache, FlowGraph, GraphNode, NodeInfo, Recorder, Run
 
 ENGINE = "burr"
 _instruments = ("apache-burr >= 0.40, < 0.50",)
@@ -118,7 +109,7 @@ class BurrInstrumentor(EngineInstrumentor):
 
     def _unwrap(self) -> None:
         for module, name in _TARGETS:
-            unwrap(module, name)
+            recording.unwrap(module, name)
 
 
 class _BurrAdapter:
@@ -149,9 +140,9 @@ class _BurrAdapter:
     def install(self) -> None:
         app_call = {"end": self._end_call, "fail": self._fail_call}
         for name in _CALLS:
-            wrap(_APPLICATION, name, self._begin_call, **app_call)
+            recording.wrap(_APPLICATION, name, self._begin_call, **app_call)
         for name, shape in _ITERATIONS:
-            wrap(
+            recording.wrap(
                 _APPLICATION,
                 name,
                 self._begin_iteration,
@@ -161,11 +152,15 @@ class _BurrAdapter:
                 item=self._handed_out,
             )
         for name in ("Application.stream_result", "Application.astream_result"):
-            wrap(_APPLICATION, name, self._begin_stream, self._end_stream, self._fail_call)
+            recording.wrap(
+                _APPLICATION, name, self._begin_stream, self._end_stream, self._fail_call
+            )
         for name in ("Application._step", "Application._astep"):
-            wrap(_APPLICATION, name, self._begin_step, self._end_step, self._fail_step)
-        wrap(_APPLICATION, "Application._process_inputs", self._inputs, gate=self._pending.__len__)
-        wrap(
+            recording.wrap(_APPLICATION, name, self._begin_step, self._end_step, self._fail_step)
+        recording.wrap(
+            _APPLICATION, "Application._process_inputs", self._inputs, gate=self._pending.__len__
+        )
+        recording.wrap(
             _GRAPH,
             "Graph.get_next_node",
             self._resolving,
@@ -179,16 +174,16 @@ class _BurrAdapter:
             ("StreamingResultContainer.__init__", self._container_built),
             ("AsyncStreamingResultContainer.__init__", self._async_container_built),
         ):
-            wrap(_ACTION, name, _itself, built, _ignore, gate=_always)
+            recording.wrap(_ACTION, name, _itself, built, _ignore, gate=_always)
         for name in ("ActionSpanTracer.__enter__", "ActionSpanTracer.__aenter__"):
-            wrap(_TRACING, name, self._user_span_entering, self._open_user_span, _ignore)
+            recording.wrap(_TRACING, name, self._user_span_entering, self._open_user_span, _ignore)
         for name in ("ActionSpanTracer.__exit__", "ActionSpanTracer.__aexit__"):
-            wrap(_TRACING, name, self._close_user_span, gate=_always)
+            recording.wrap(_TRACING, name, self._close_user_span, gate=_always)
 
     # --- Application runs: the outermost public call on an app ------------------------
 
     def _begin_call(self, app: Any, args: tuple, kwargs: dict) -> _AppCall | None:
-        if _is_run_of(current_run(), app):  # an inner call (``iterate`` calling ``step``)
+        if _is_run_of(recording.current_run(), app):  # an inner call (``iterate`` calling ``step``)
             return None
         spawner = self._spawner(app)
         scope = _entered(spawner.current()) if spawner is not None else None
@@ -239,7 +234,7 @@ class _BurrAdapter:
     def _spawner(self, app: Any) -> Run | None:
         """The step that spawned ``app`` when the context lost it: an executor thread that
         does not carry context (the thread instrumentation is off, or a custom executor)."""
-        if current_run() is not None:
+        if recording.current_run() is not None:
             return None
         pointer = app.spawning_parent_pointer
         return None if pointer is None else self._steps.get((pointer.app_id, pointer.sequence_id))
@@ -414,7 +409,7 @@ class _BurrAdapter:
 
     def _start_streamed(self, kwargs: dict) -> tuple[Run, _StreamEnd] | None:
         """Burr calls these with keywords, inside the app's ``stream_result``."""
-        parent = current_run()
+        parent = recording.current_run()
         action = kwargs.get("action")
         if not is_instrumentation_enabled() or action is None or not _is_app_run(parent):
             return None
@@ -453,7 +448,7 @@ class _BurrAdapter:
 
     @staticmethod
     def _user_span_entering(tracer: Any, args: tuple, kwargs: dict) -> Any:
-        return tracer if current_run() is not None else None
+        return tracer if recording.current_run() is not None else None
 
     def _open_user_span(self, tracer: Any, result: Any) -> None:
         """After Burr's own ``__enter__``: the user's span nests under the action's."""
@@ -462,7 +457,7 @@ class _BurrAdapter:
     @staticmethod
     def _close_user_span(tracer: Any, args: tuple, kwargs: dict) -> None:
         """Before Burr's own ``__exit__``; nothing else to do around the call."""
-        run = current_run()
+        run = recording.current_run()
         if run is not None and run.owner is tracer:
             error = args[1] if len(args) > 1 and isinstance(args[1], BaseException) else None
             if error is None:
@@ -687,7 +682,7 @@ def _is_run_of(run: Run | None, app: Any) -> bool:
 
 def _running(app: Any) -> bool:
     """Whether a call on ``app`` is already recording it (an inner call: run -> iterate)."""
-    run = current_run()
+    run = recording.current_run()
     while run is not None:
         if _is_run_of(run, app):
             return True

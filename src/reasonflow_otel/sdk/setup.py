@@ -21,6 +21,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from typing import Any, Literal
 
 from opentelemetry import _logs, metrics, trace
@@ -37,6 +38,7 @@ from opentelemetry.sdk._configuration import (
 from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor
 from opentelemetry.sdk._logs.export import LogRecordExporter
 from opentelemetry.sdk.environment_variables import (
+    OTEL_EXPERIMENTAL_RESOURCE_DETECTORS,
     OTEL_EXPORTER_OTLP_ENDPOINT,
     OTEL_EXPORTER_OTLP_METRICS_ENDPOINT,
     OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
@@ -48,7 +50,7 @@ from opentelemetry.sdk.metrics.export import (
     MetricReader,
     PeriodicExportingMetricReader,
 )
-from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource, get_aggregated_resources
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 
@@ -177,9 +179,26 @@ def configure_sdk(
 
 def _resource(service_name: str | None) -> Resource:
     """``OTEL_RESOURCE_ATTRIBUTES`` and ``OTEL_SERVICE_NAME``, then the argument; with no
-    service name from any of them, the program's own name."""
+    service name from any of them, the program's own name. Host and OS attributes under them."""
     attributes = {SERVICE_NAME: service_name} if service_name else {}
-    return name_unnamed_service(Resource.create(attributes))
+    return name_unnamed_service(_host_and_os().merge(Resource.create(attributes)))
+
+
+def _host_and_os() -> Resource:
+    """``host.*`` and ``os.*`` from the SDK's own detectors, unless the user chose detectors.
+
+    Our Collector has no resource detection (its contrib processor does not build for us), so
+    the process says which machine it runs on. ``OTEL_EXPERIMENTAL_RESOURCE_DETECTORS`` set
+    (even to ``otel`` alone) leaves the choice to the SDK.
+    """
+    if OTEL_EXPERIMENTAL_RESOURCE_DETECTORS in os.environ:
+        return Resource.get_empty()
+    detectors = [
+        entry_point.load()()
+        for name in ("host", "os")
+        for entry_point in entry_points(group="opentelemetry_resource_detector", name=name)
+    ]
+    return get_aggregated_resources(detectors, Resource.get_empty())
 
 
 def _tracer_provider(

@@ -73,6 +73,7 @@ class GraphPanel:
     def add_run(self, flow: TreeNode) -> None:
         """Count one run of the graph: its node runs and the transitions between them."""
         self.flow_span_ids.append(flow.span.span_id)
+        ended = not flow.span.failed and not flow.span.attributes.get(semconv.INTERRUPTED)
         for sequence in _graph_runs(flow):
             for step in sequence:
                 node_id = _node_id(step)
@@ -81,6 +82,24 @@ class GraphPanel:
                 if miss is not None:
                     self.misses.append({**miss, "node_id": node_id})
             self._count_transitions(sequence)
+            self._count_terminals(sequence, ended)
+
+    def _count_terminals(self, steps: list[SpanRecord], ended: bool) -> None:
+        """Edges from an entry point (a node of no class with no incoming edge, such as
+        LangGraph's ``__start__``) to the first wave of steps, and from the last wave to an
+        exit point (no class, no outgoing edge: ``__end__``) when the run ended normally."""
+        if not steps:
+            return
+        first_end = min(step.end_ns for step in steps)
+        last_start = max(step.start_ns for step in steps)
+        for step in steps:
+            node_id = _node_id(step)
+            if step.start_ns < first_end:
+                for entry in self.entries:
+                    self._count_edge(entry, node_id, None)
+            if ended and step.end_ns >= last_start:
+                for exit_point in self.exits:
+                    self._count_edge(node_id, exit_point, None)
 
     def _count_transitions(self, steps: list[SpanRecord]) -> None:
         """A step feeds the next wave: the runs that start once it has ended, until one of
@@ -93,19 +112,33 @@ class GraphPanel:
                     break
                 end = following.end_ns
                 deadline = end if deadline is None else min(deadline, end)
-                edge = self._edge_between(source, _node_id(following))
-                if edge is not None:
-                    self.edge_runs[edge] += 1
+                action = source.attributes.get(semconv.NODE_ACTION)
+                self._count_edge(_node_id(source), _node_id(following), action)
 
-    def _edge_between(self, source: SpanRecord, target: str) -> int | None:
-        """The edge from ``source``'s node to ``target``; when the engine records the action
-        ``source`` chose (PocketFlow), the edge labelled with it, else none (several edges
-        can join two nodes, and an action with no edge there did not lead to ``target``)."""
-        joining = self.joining.get((_node_id(source), target), [])
-        action = source.attributes.get(semconv.NODE_ACTION)
+    def _count_edge(self, source: str, target: str, action: Any) -> None:
+        """One run of the edge from ``source`` to ``target``; when the engine records the
+        action the source chose (PocketFlow), the edge labelled with it, else none (several
+        edges can join two nodes, and an action with no edge there did not lead there)."""
+        joining = self.joining.get((source, target), [])
         if action is not None:
             joining = [index for index in joining if self.edges[index].get("action") == action]
-        return joining[0] if joining else None
+        if joining:
+            self.edge_runs[joining[0]] += 1
+
+    @property
+    def entries(self) -> list[str]:
+        """Entry points: nodes of no class that no edge leads to."""
+        targets = {target for _, target in self.joining}
+        return [node_id for node_id in self._terminals() if node_id not in targets]
+
+    @property
+    def exits(self) -> list[str]:
+        """Exit points: nodes of no class that no edge leaves."""
+        sources = {source for source, _ in self.joining}
+        return [node_id for node_id in self._terminals() if node_id not in sources]
+
+    def _terminals(self) -> list[str]:
+        return [node_id for node_id, node in self.nodes.items() if is_terminal(node)]
 
     def document(self) -> dict[str, Any]:
         return {
@@ -167,8 +200,16 @@ def _node_id(span: SpanRecord) -> str:
     return str(span.attributes[semconv.NODE_ID])
 
 
+def is_terminal(node: Mapping[str, Any]) -> bool:
+    """A graph's entry or exit point, not a node that runs (LangGraph's ``__start__`` and
+    ``__end__``): the adapter gives it no class."""
+    return not node.get("class")
+
+
 def _node_document(node: Mapping[str, Any], runs: list[SpanRecord]) -> dict[str, Any]:
     status = "not_run" if not runs else "error" if any(s.failed for s in runs) else "ok"
+    if is_terminal(node):
+        status = "terminal"
     return {
         "id": str(node.get("id")),
         "name": str(node.get("name")),

@@ -533,6 +533,7 @@ function graphEdge(edge, position, isBack) {
 }
 
 function graphNode(node, at, select, misses) {
+  if (node.status === "terminal") return terminalNode(node, at);
   const taken = node.runs > 0;
   const detail = taken
     ? `×${node.runs} · ${duration(node.duration_s)}`
@@ -549,6 +550,17 @@ function graphNode(node, at, select, misses) {
   s("text", { x: NODE_W / 2, y: 36, "text-anchor": "middle", class: "node-detail" }, detail),
   misses.length ? s("g", { class: "routing-miss", transform: `translate(${NODE_W},0)`, "data-action": misses[0].action },
     s("circle", { r: 9 }), s("text", { y: 4, "text-anchor": "middle" }, "!")) : null);
+}
+
+function terminalNode(node, at) {
+  // An entry or exit point of the graph (LangGraph's __start__, __end__): it does not run.
+  return s("g", {
+    class: "graph-node terminal", transform: `translate(${at.x},${at.y + NODE_H / 4})`,
+    "data-node-id": node.id, "data-name": node.name, "data-status": node.status,
+  },
+  s("title", null, `${node.name}: where the graph starts or ends`),
+  s("rect", { width: NODE_W, height: NODE_H / 2, rx: NODE_H / 4 }),
+  s("text", { x: NODE_W / 2, y: NODE_H / 4 + 4, "text-anchor": "middle" }, node.name.replace(/^_+|_+$/g, "")));
 }
 
 function clip(text, length) { return text.length > length ? text.slice(0, length - 1) + "…" : text; }
