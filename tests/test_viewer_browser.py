@@ -369,3 +369,30 @@ def test_the_docs_pictures_of_the_runs_and_workflows_pages(browser, examples_vie
     browser.execute_script("arguments[0].scrollIntoView()", plan)
     screenshot(browser, "viewer-workflows.png", tmp_path)
     assert console_errors(browser) == []
+
+
+def test_an_edge_label_wider_than_the_default_gap_is_not_hidden_under_a_box(
+    browser, examples_viewer, examples_file
+):
+    """support_triage's "escalate ×1" needs more room than the default gap between columns."""
+    escalated = next(
+        span["traceId"]
+        for span in otlp_json(examples_file, "spans")
+        if span["name"] == "invoke_workflow EscalationFlow"
+    )
+    browser.get(f"{examples_viewer}#/run/{escalated}")
+    [label] = wait_for(browser, 'g.graph-edge[data-action="escalate"] text')
+    assert label.text == "escalate ×1"
+    boxes = browser.find_elements("css selector", "svg.flow-graph g.graph-node rect")
+    assert boxes
+    overlapping = [box for box in boxes if _overlap(browser, label, box)]
+    assert overlapping == []
+
+
+def _overlap(driver, first, second) -> bool:
+    return driver.execute_script(
+        "const [a, b] = [arguments[0], arguments[1]].map((e) => e.getBoundingClientRect());"
+        "return a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;",
+        first,
+        second,
+    )

@@ -460,18 +460,48 @@ function layers(graph) {
 }
 
 const NODE_W = 150, NODE_H = 46, GAP_X = 60, GAP_Y = 26, PAD = 20, ARC = 22;
+// Room around an edge label between two columns: its margins and the arrowhead.
+const LABEL_FONT = "600 11px", LABEL_ROOM = 18;
+
+function edgeText(edge) {
+  return [edge.action !== "default" ? edge.action : "", edge.taken ? `×${edge.runs}` : ""]
+    .filter(Boolean).join(" ");
+}
+
+let measuring;
+function labelWidth(text) {
+  measuring ||= document.createElement("canvas").getContext("2d");
+  measuring.font = `${LABEL_FONT} ${getComputedStyle(document.body).fontFamily}`;
+  return measuring.measureText(text).width;
+}
+
+function columnLefts(graph, layer, back) {
+  // Each gap is as wide as the widest label drawn in it, so no label runs under a box.
+  const columns = Math.max(...layer.values(), 0) + 1;
+  const gaps = Array(columns).fill(GAP_X);
+  for (const edge of graph.edges) {
+    const from = layer.get(edge.source);
+    const text = edgeText(edge);
+    if (!text || back.has(edge) || layer.get(edge.target) !== from + 1) continue;
+    gaps[from] = Math.max(gaps[from], Math.ceil(labelWidth(text)) + LABEL_ROOM);
+  }
+  const lefts = [PAD];
+  for (let column = 1; column <= columns; column++) lefts.push(lefts[column - 1] + NODE_W + gaps[column - 1]);
+  return lefts;
+}
 
 function flowGraph(graph, select) {
   const { layer, back } = layers(graph);
+  const lefts = columnLefts(graph, layer, back);
   const rows = new Map();
   const position = new Map();
   for (const node of graph.nodes) {
     const column = layer.get(node.id);
     const row = rows.get(column) || 0;
     rows.set(column, row + 1);
-    position.set(node.id, { x: PAD + column * (NODE_W + GAP_X), y: PAD + 18 + row * (NODE_H + GAP_Y) });
+    position.set(node.id, { x: lefts[column], y: PAD + 18 + row * (NODE_H + GAP_Y), column });
   }
-  const width = PAD * 2 + (Math.max(...layer.values(), 0) + 1) * (NODE_W + GAP_X) - GAP_X;
+  const width = lefts[lefts.length - 2] + NODE_W + PAD;
   const skips = graph.edges.some((e) => layer.get(e.target) - layer.get(e.source) > 1);
   const height = PAD * 2 + 18 + Math.max(...rows.values(), 1) * (NODE_H + GAP_Y) - GAP_Y + (skips ? 2 * ARC : 0);
   const svg = s("svg", {
@@ -504,11 +534,11 @@ function graphEdge(edge, position, isBack) {
   const kind = edge.taken ? "taken" : "plain";
   let d;
   let label;
-  if (isBack || to.x <= from.x) {
+  if (isBack || to.column <= from.column) {
     const top = Math.min(from.y, to.y) - 14;
     d = `M${from.x + NODE_W / 2},${from.y} C${from.x + NODE_W / 2},${top - 20} ${to.x + NODE_W / 2},${top - 20} ${to.x + NODE_W / 2},${to.y}`;
     label = { x: (from.x + to.x + NODE_W) / 2, y: top - 12 };
-  } else if (to.x - from.x > NODE_W + GAP_X) {
+  } else if (to.column - from.column > 1) {
     // Skips a column: arc below the nodes in between instead of running through them.
     const x1 = from.x + NODE_W / 2, y1 = from.y + NODE_H, x2 = to.x + NODE_W / 2, y2 = to.y + NODE_H;
     const bottom = Math.max(y1, y2) + 2 * ARC;
@@ -521,8 +551,7 @@ function graphEdge(edge, position, isBack) {
     // A straight edge is labelled above its middle, a bent one just before its target.
     label = y1 === y2 ? { x: mid, y: y1 - 6 } : { x: x2 - 6, y: y2 - 8, anchor: "end" };
   }
-  const text = [edge.action !== "default" ? edge.action : "", edge.taken ? `×${edge.runs}` : ""]
-    .filter(Boolean).join(" ");
+  const text = edgeText(edge);
   return s("g", {
     class: `graph-edge ${kind}`, "data-source": edge.source, "data-target": edge.target,
     "data-action": edge.action, "data-taken": String(edge.taken), "data-runs": edge.runs,
