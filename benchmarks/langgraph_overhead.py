@@ -1,6 +1,6 @@
 """Per-node overhead on LangGraph, measured against the OpenTelemetry SDK's own floor.
 
-    python benchmarks/langgraph_overhead.py            # about a minute
+    python benchmarks/langgraph_overhead.py            # about 90 s
     python benchmarks/langgraph_overhead.py --quick    # smoke: every figure, measured briefly
 
 A compiled 3-node linear ``StateGraph`` (``a -> b -> c``, each node adds one) is invoked

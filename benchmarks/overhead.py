@@ -1,6 +1,6 @@
 """Per-node overhead of reasonflow-otel, measured against the OpenTelemetry SDK's own floor.
 
-    python benchmarks/overhead.py            # about a minute
+    python benchmarks/overhead.py            # about 30 s
     python benchmarks/overhead.py --quick    # CI smoke: every figure, measured briefly
     python benchmarks/overhead.py --outage   # adds the backend-outage figures (~30 s)
 
