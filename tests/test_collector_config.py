@@ -45,6 +45,7 @@ DASHBOARD = CONFIG_DIR / "grafana" / "dashboards" / "workflows.json"
 DATASOURCES = CONFIG_DIR / "grafana" / "provisioning" / "datasources" / "datasources.yaml"
 README = CONFIG_DIR / "README.md"
 ALERTS_DOC = REPO / "docs" / "alerts.md"
+BACKENDS_DOC = REPO / "docs" / "backends.md"
 
 # The scaled tier's configs are judged by the Collector in tests/test_scaled_tier.py.
 COLLECTOR_CONFIGS = [SINGLE]
@@ -435,7 +436,8 @@ def test_relaxed_alert_expressions_only_drop_the_thresholds():
 
 
 def test_readme_documents_topology_and_variants():
-    readme = README.read_text()
+    """The stack's README, with docs/backends.md where the scaled tier is described."""
+    readme = README.read_text() + BACKENDS_DOC.read_text()
     for needle in (
         "load_balancing",
         "routing_key: traceID",
