@@ -4,7 +4,11 @@ Two identical SDK pipelines (two readers: cumulative and delta; our Views with
 their attribute keys and bucket boundaries, a drop View, an extra View that
 keeps only the engine) receive the same values: one through a
 ``HistogramGroup``, one through ``record``. Every collection of either reader
-must give the same points, sums included to the last bit.
+must give the same points, sums included to the last bit: after repeated delta
+collections with values between (SDK 1.45.2 discards delta aggregations at each
+one), and past both cardinality limits (the SDK's own, 2000 attribute sets per
+View from 1.45.2, and ours, ``REASONFLOW_OTEL_METRIC_CARDINALITY_LIMIT``), whose
+overflow series are one and the same.
 """
 
 from __future__ import annotations
@@ -106,12 +110,14 @@ def pipelines(settings: Settings) -> Iterator[tuple[Pipeline, Pipeline]]:
     recorded.provider.shutdown()
 
 
-def node_runs(count: int, seed: int) -> list[tuple[dict[str, str], tuple[float, float, int]]]:
+def node_runs(
+    count: int, seed: int, places: list[dict[str, str]] = PLACES
+) -> list[tuple[dict[str, str], tuple[float, float, int]]]:
     """(attributes, (duration, cpu, memory)) of ``count`` node runs, some failed, a few refused."""
     rng = random.Random(seed)
     runs = []
     for _ in range(count):
-        attributes = dict(rng.choice(PLACES))
+        attributes = dict(rng.choice(places))
         if rng.random() < 0.1:
             attributes[semconv.ERROR_TYPE] = rng.choice(("TimeoutError", "ValueError"))
         duration = rng.choice((0.0, 0.001, rng.random() * 10 ** rng.randint(-6, 2)))
@@ -130,10 +136,12 @@ def feed(merged: Pipeline, recorded: Pipeline, runs: list, group: Any) -> None:
             instrument.record(value, attributes)
 
 
-def same_collections(merged: Pipeline, recorded: Pipeline) -> bool:
+def same_collections(
+    merged: Pipeline, recorded: Pipeline, readers: tuple[str, ...] = ("cumulative", "delta")
+) -> bool:
     return all(
         merged.points(getattr(merged, reader)) == recorded.points(getattr(recorded, reader))
-        for reader in ("cumulative", "delta")
+        for reader in readers
     )
 
 
@@ -157,7 +165,18 @@ def collections_alike(merged: Pipeline, recorded: Pipeline, group: Any) -> list[
     group.flush()
     alike.append(same_collections(merged, recorded))
     alike.append(same_collections(merged, recorded))  # nothing new: cumulative repeats
+    alike.append(delta_rounds_alike(merged, recorded, group))
     return alike
+
+
+def delta_rounds_alike(merged: Pipeline, recorded: Pipeline, group: Any) -> bool:
+    """Delta collections in a row, values between: some series skip a round, then return."""
+    alike = []
+    for seed, places in enumerate((PLACES[:2], PLACES, PLACES[3:], [], PLACES[1::2]), start=20):
+        feed(merged, recorded, node_runs(150 if places else 0, seed, places or PLACES), group)
+        group.flush()
+        alike.append(same_collections(merged, recorded, ("delta",)))
+    return all(alike) and same_collections(merged, recorded)
 
 
 def test_merged_points_equal_recorded_points_for_both_temporalities_and_every_view(pipelines):
@@ -166,7 +185,7 @@ def test_merged_points_equal_recorded_points_for_both_temporalities_and_every_vi
     group = histogram_group(merged.meter, merged.instruments)
     assert isinstance(group, HistogramGroup) == sdk_supports_merging()
 
-    assert collections_alike(merged, recorded, group) == [True, True, True]
+    assert collections_alike(merged, recorded, group) == [True, True, True, True]
     streams = merged.points(merged.cumulative)
     assert sorted(streams) == [
         semconv.METRIC_NODE_DURATION,
@@ -188,6 +207,51 @@ def test_the_startup_check_allows_merging_exactly_where_merging_is_exact(pipelin
         exact = False
 
     assert exact == sdk_supports_merging()
+
+
+# Past the SDK's own limit (2000 attribute sets per View, from SDK 1.45.2) and then ours.
+SDK_CARDINALITY_LIMIT = 2000
+WIDE_PLACES = [
+    {semconv.ENGINE: "pocketflow", semconv.GEN_AI_WORKFLOW_NAME: f"Order-{number}"}
+    for number in range(SDK_CARDINALITY_LIMIT + 150)
+]
+OUR_CARDINALITY_LIMIT = SDK_CARDINALITY_LIMIT + 101  # 2100 series of ours and our overflow
+
+
+def sdk_limits_cardinality() -> bool:
+    return hasattr(_ViewInstrumentMatch, "_get_or_create_aggregation")
+
+
+def test_points_past_the_sdk_cardinality_limit_and_ours_are_the_recorded_points(pipelines):
+    """Values of series the SDK sends to its overflow series and of our overflow series
+    (the same attribute set) interleaved: merged, every point (the overflow's sum too)
+    equals the points of the same capped series recorded one by one. The delta reader
+    starts afresh each round, so which series overflow there follows arrival order."""
+    merged, recorded = pipelines
+    group = histogram_group(merged.meter, merged.instruments, OUR_CARDINALITY_LIMIT)
+    assert isinstance(group, HistogramGroup) == sdk_supports_merging()
+    one_by_one = RecordingGroup(recorded.instruments)
+    one_by_one.limit_series(OUR_CARDINALITY_LIMIT)
+
+    def feed_both(runs: list) -> None:
+        for attributes, values in runs:
+            key = tuple(sorted(attributes.items()))
+            group.record(group.series(key, attributes), values)
+            one_by_one.record(one_by_one.series(key, attributes), values)
+        group.flush()
+
+    for seed, places in enumerate((WIDE_PLACES, WIDE_PLACES[::-1], WIDE_PLACES[::3]), start=40):
+        first_of_each = [(place, (0.5, 0.001, 1024)) for place in places]
+        feed_both(first_of_each + node_runs(3000, seed, places))
+        assert_same_collections(merged, recorded)
+    assert_same_collections(merged, recorded)  # nothing new
+
+    streams = merged.points(merged.cumulative)
+    _, *points = streams[semconv.METRIC_NODE_DURATION]
+    overflow = ((semconv.SERIES_OVERFLOW, True),)
+    assert [point[0] for point in points].count(overflow) == 1
+    sdk_admitted = SDK_CARDINALITY_LIMIT if sdk_limits_cardinality() else len(WIDE_PLACES)
+    assert len(points) == min(sdk_admitted, OUR_CARDINALITY_LIMIT - 1) + 1
 
 
 def test_the_same_group_and_hook_serve_a_meter_instrumented_again(pipelines):

@@ -253,6 +253,17 @@ def test_node_duration_counts_equal_the_apps_node_runs_including_dropped_traces(
     assert dropped, "tail sampling was expected to drop the ordinary traces"
 
 
+def test_the_lost_items_rule_reads_the_collectors_own_counters(run):
+    """ReasonflowCollectorDroppingData's input: the Collector's ``*_total`` counters, at 0."""
+    prometheus = run.stack.prometheus
+    wait_for(
+        "otelcol:lost_items:total over the Collector",
+        lambda: prometheus.query('otelcol:lost_items:total{job="otel-collector"}'),
+        timeout=60,
+    )
+    assert prometheus.query("sum(otelcol:lost_items:total) > 0") == []
+
+
 def test_span_metrics_count_every_span_before_sampling(run):
     expected = collections.Counter(span["name"] for span in run.spans)
     query = f'sum by (span_name) (traces_span_metrics_calls_total{{service_name="{SERVICE}"}})'

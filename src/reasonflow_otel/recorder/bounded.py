@@ -2,7 +2,7 @@
 
 Naming a flow after an order or request id makes a new name per run. Two things
 would grow with such names for as long as the process lives: metric series
-(the OpenTelemetry Python SDK, 1.45, applies no cardinality limit of its own)
+(the OpenTelemetry Python SDK limits them only from 1.45, silently, and not in 1.44)
 and our caches of what a name is. Both are bounded here:
 
 - :class:`SeriesCap` keeps at most ``limit`` series per metric, with the

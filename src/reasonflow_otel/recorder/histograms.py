@@ -31,6 +31,18 @@ duration). Each attribute set is a :class:`HistogramSeries`.
   skipped; any other aggregation (an exponential histogram a reader asked for)
   is fed through its own ``aggregate``. Values ``record`` would refuse
   (negative, not finite) are refused.
+- A View's aggregation of a series is kept on the series, except where a
+  delta collection discards the View's aggregations (SDK 1.45.2 replaces
+  them with new ones, ``_reset_on_collect``). There the merge does what
+  ``consume_measurement`` does: it holds the View's lock, gets each series'
+  aggregation through ``_get_or_create_aggregation`` and adds to it before
+  releasing the lock, so no value lands in a discarded aggregation.
+- Aggregations are made in arrival order, through the SDK's own code, so the
+  SDK's cardinality limit (1.45.2: 2000 attribute sets per View, then one
+  ``otel.metric.overflow`` series) admits the series ``record`` would have
+  admitted. Our own cap (``bounded.SeriesCap``) sends its overflow to a series
+  with the same single attribute: the SDK's overflow series, which then takes
+  values of both in arrival order.
 
 So Views, attribute filtering, drop rules, temporality, readers and
 exporters all stay the SDK's. What is given up: exemplars on queued values,
@@ -40,8 +52,10 @@ This relies on SDK internals, and our dependency range spans several SDK release
 :func:`histogram_group` checks them once per process by merging a few values into a
 throwaway provider (a cumulative and a delta reader, collected twice) and comparing with
 ``record``; if anything differs or raises it logs one line and returns a
-:class:`RecordingGroup` that calls ``record``. tests/test_histogram_equivalence.py runs at
-both ends of the range (tests/constraints/).
+:class:`RecordingGroup` that calls ``record``. In our range SDK 1.45.1 and 1.45.2 merge
+and 1.44 (no ``_hash_attributes``) records. The shape is told by what the SDK has
+(``_reset_on_collect``, ``_get_or_create_aggregation``), never by its version string.
+tests/test_histogram_equivalence.py runs at both ends of the range (tests/constraints/).
 """
 
 from __future__ import annotations
@@ -53,7 +67,7 @@ import math
 import threading
 import weakref
 from bisect import bisect_left
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from time import time_ns
 from typing import Any
 
@@ -165,21 +179,50 @@ def _metric_names(instruments: Sequence[Histogram]) -> str:
 
 
 def _merge_into_view(match: Any, instrument: Histogram, index: int, entries: Iterable) -> None:
-    """Values to one View's aggregations, each aggregation's in arrival order."""
+    """Values to one View's aggregations, each aggregation's in arrival order.
+
+    Where a delta collection discards the View's aggregations (``_reset_on_collect``,
+    SDK 1.45.2), the merge does what ``consume_measurement`` does there: it holds the
+    View's lock while finding each series' current aggregation and adding to it.
+    """
+    if getattr(match, "_reset_on_collect", False):
+        with match._lock:
+            find = functools.partial(_current_aggregation, match)
+            _aggregate(instrument, _values_by_aggregation(entries, index, find))
+        return
+    find = functools.partial(_aggregation_of, match, instrument)
+    _aggregate(instrument, _values_by_aggregation(entries, index, find))
+
+
+def _values_by_aggregation(
+    entries: Iterable, index: int, find: Callable[[HistogramSeries, float], Any]
+) -> dict[Any, list[float]]:
+    """The instrument's values by the aggregation that takes them, in arrival order.
+
+    ``find`` is asked once per series, in arrival order (the order in which the SDK
+    makes aggregations, which decides what goes to its overflow series); None means
+    it aggregated the value itself.
+    """
+    found: dict[HistogramSeries, Any] = {}
     by_aggregation: dict[Any, list[float]] = {}
     for series, values in entries:
         value = values[index]
         if not (value >= 0 and math.isfinite(value)):  # what record refuses
             continue
-        aggregation = series.targets.get(match)
+        aggregation = found.get(series)
         if aggregation is None:
-            aggregation = _aggregation_of(match, instrument, series, value)
-            if aggregation is None:  # just made by the SDK, with this value in it
+            aggregation = find(series, value)
+            if aggregation is None:
                 continue
+            found[series] = aggregation
         values_of = by_aggregation.get(aggregation)
         if values_of is None:
             values_of = by_aggregation[aggregation] = []
         values_of.append(value)
+    return by_aggregation
+
+
+def _aggregate(instrument: Histogram, by_aggregation: dict[Any, list[float]]) -> None:
     for aggregation, values in by_aggregation.items():
         if type(aggregation) is _explicit_aggregation():
             _add_to_explicit(aggregation, values)
@@ -193,21 +236,44 @@ def _aggregation_of(
 ) -> Any:
     """The View's aggregation of the series, found as ``consume_measurement`` finds it.
 
-    If the View has none yet (a reader added later), the SDK makes it from this
-    value and None is returned: the value is in.
+    Kept on the series: this View never discards it. If the View has none yet (a
+    reader added later, a series past the SDK's cardinality limit), an SDK with
+    ``_get_or_create_aggregation`` (1.45.2) makes it or gives its overflow series';
+    an older one (1.45.1) makes it from this value, and None is returned: the value
+    is in.
     """
+    aggregation = series.targets.get(match)
+    if aggregation is not None:
+        return aggregation
+    key, attributes = _aggregation_key(match, series)
+    aggregation = match._attributes_aggregation.get(key)
+    if aggregation is None:
+        if not hasattr(match, "_get_or_create_aggregation"):
+            match.consume_measurement(_measurement(value, instrument, series.attributes), False)
+            return None
+        with match._lock:
+            aggregation = match._get_or_create_aggregation(key, attributes)
+    series.targets[match] = aggregation
+    return aggregation
+
+
+def _current_aggregation(match: Any, series: HistogramSeries, value: float) -> Any:
+    """The aggregation the View holds now for the series (made, or its overflow series').
+
+    Not kept: the next delta collection discards it. The View's lock must be held.
+    """
+    return match._get_or_create_aggregation(*_aggregation_key(match, series))
+
+
+def _aggregation_key(match: Any, series: HistogramSeries) -> tuple[Any, dict[str, Any]]:
+    """The key and attributes the View aggregates the series under (after its filter)."""
     from opentelemetry.sdk.metrics._internal._view_instrument_match import _hash_attributes
 
     attributes = dict(series.attributes)
     keys = match._view._attribute_keys
     if keys is not None:
         attributes = {key: item for key, item in attributes.items() if key in keys}
-    aggregation = match._attributes_aggregation.get(_hash_attributes(attributes))
-    if aggregation is None:
-        match.consume_measurement(_measurement(value, instrument, series.attributes), False)
-        return None
-    series.targets[match] = aggregation
-    return aggregation
+    return _hash_attributes(attributes), attributes
 
 
 def _add_to_explicit(aggregation: Any, values: list[float]) -> None:
@@ -312,9 +378,9 @@ def sdk_supports_merging() -> bool:
     """Whether merging gives what ``record`` gives, tried on a throwaway provider.
 
     Run once per process. Any difference or error means the SDK's internals are
-    not what this module was written against: one log line, and ``record``. Both
-    happen within our supported range (1.44 lacks the internals, 1.45.2 renews
-    delta aggregations), so the line is informational: the data is the same.
+    not what this module was written against: one log line, and ``record``. SDK
+    1.44, the lowest of our range, lacks the internals, so the line is
+    informational: the data is the same.
     """
     try:
         merged, recorded = _trial()
@@ -337,8 +403,8 @@ def sdk_supports_merging() -> bool:
 def _trial() -> tuple[list, list]:
     """The points of a few values merged by a group, and of the same values recorded.
 
-    Collected twice by a cumulative and a delta reader, with values between: an SDK that
-    renews its delta aggregations at each collection (1.45.2 does) shows here.
+    Collected twice by a cumulative and a delta reader, with values between: a merge
+    into aggregations a delta collection discarded (as 1.45.2 does) would show here.
     """
     from opentelemetry.sdk.metrics import Histogram as HistogramKind
     from opentelemetry.sdk.metrics import MeterProvider
