@@ -2,23 +2,30 @@
 ``reasonflow.spans.dropped`` and in the one line logged at exit: nothing is dropped silently.
 
 The app runs in a fresh process with the default local trace file, a one-span queue and a
-console metric exporter (the metrics are printed as JSON at exit).
+console metric exporter (the metrics are printed as JSON at exit). The SDK's own drop count
+is racy (it sees the queue full, then appends, while its worker takes spans); ours is not.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from support.processes import run_program
 
 from reasonflow_otel import semconv
 from reasonflow_otel.local.store import read_spans
+from reasonflow_otel.sdk.delivery import DeliveryReportingSpanProcessor
 
 FLOWS = 50
+SPANS = 200
 APP = f"""
 import pocketflow
 import reasonflow_otel
@@ -79,3 +86,38 @@ def test_spans_written_plus_spans_counted_as_dropped_make_every_span(tmp_path: P
         r"reasonflow-otel: (\d+) of (\d+) spans could not be delivered", completed.stderr
     )
     assert reports == ([(str(produced - written), str(produced))] if written < produced else [])
+
+
+class TakeQueuedSpans(logging.Handler):
+    """At the SDK's "Queue full" warning, its worker takes the queued spans: the SDK has
+    decided to count a drop, and appends next to a queue that has room again."""
+
+    def __init__(self, processor: DeliveryReportingSpanProcessor) -> None:
+        super().__init__()
+        self.processor = processor
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith("Queue full"):
+            self.processor.force_flush()
+
+
+def test_a_span_the_worker_takes_while_the_queue_looks_full_is_not_counted_as_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    exporter = InMemorySpanExporter()
+    processor = DeliveryReportingSpanProcessor(
+        "memory", exporter, max_queue_size=1, max_export_batch_size=1
+    )
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    sdk_logger = logging.getLogger("opentelemetry.sdk._shared_internal")
+    monkeypatch.setattr(sdk_logger, "filters", [])  # its warning every time, not every 20 s
+    sdk_logger.addHandler(handler := TakeQueuedSpans(processor))
+    try:
+        for index in range(SPANS):
+            provider.get_tracer(__name__).start_span(f"span {index}").end()
+        provider.shutdown()
+    finally:
+        sdk_logger.removeHandler(handler)
+    written = len(exporter.get_finished_spans())
+    assert (written, processor.dropped()) == (SPANS, {"queue_full": 0, "export_failed": 0})

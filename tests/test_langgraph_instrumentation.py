@@ -42,27 +42,34 @@ def test_the_langgraph_entry_point_names_the_instrumentor_and_its_versions():
     assert get_dependency_conflicts(LangGraphInstrumentor().instrumentation_dependencies()) is None
 
 
-def test_uninstrument_restores_langgraph_exactly(make_langgraph_telemetry):
-    originals = (
+def wrapped_langgraph_functions() -> tuple:
+    """What the adapter wraps, as LangGraph holds it (identity matters: a wrapt proxy
+    compares equal to the function it wraps)."""
+    return (
         main.Pregel.__dict__["stream"],
         main.Pregel.__dict__["astream"],
         _runner.run_with_retry,
         _runner.arun_with_retry,
         _retry._reset_interrupt_counter,
     )
+
+
+def identical_to(originals: tuple) -> list[bool]:
+    """For each function the adapter wraps, whether LangGraph holds that very object now."""
+    now = wrapped_langgraph_functions()
+    return [held is original for held, original in zip(now, originals, strict=True)]
+
+
+def test_uninstrument_restores_langgraph_exactly(make_langgraph_telemetry):
+    originals = wrapped_langgraph_functions()
     bare = router().invoke({"n": 1})
     telemetry = make_langgraph_telemetry()
+    assert identical_to(originals) == [False] * len(originals)
     assert router().invoke({"n": 1}) == bare
     spans_while_instrumented = len(telemetry.spans())
     LangGraphInstrumentor().uninstrument()  # the instrumentor is a singleton
 
-    assert (
-        main.Pregel.__dict__["stream"],
-        main.Pregel.__dict__["astream"],
-        _runner.run_with_retry,
-        _runner.arun_with_retry,
-        _retry._reset_interrupt_counter,
-    ) == originals
+    assert identical_to(originals) == [True] * len(originals)
     assert _runner.run_with_retry is _retry.run_with_retry
     assert router().invoke({"n": 1}) == bare
     assert len(telemetry.spans()) == spans_while_instrumented == 3

@@ -34,8 +34,6 @@ import weakref
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
-from opentelemetry.instrumentation.utils import unwrap
-
 from reasonflow_otel import semconv
 from reasonflow_otel.instrumentation.base import EngineInstrumentor
 from reasonflow_otel.recorder import (
@@ -46,6 +44,7 @@ from reasonflow_otel.recorder import (
     Recorder,
     Run,
     current_run,
+    unwrap,
     wrap,
 )
 
@@ -88,15 +87,12 @@ class LangGraphInstrumentor(EngineInstrumentor):
             wrap(_RETRY, _RETRY_HOOK, adapter.retrying)
 
     def _unwrap(self) -> None:
-        from langgraph.pregel import _runner, main
-
-        unwrap(main.Pregel, "stream")
-        unwrap(main.Pregel, "astream")
-        unwrap(_runner, "run_with_retry")
-        unwrap(_runner, "arun_with_retry")
-        retry = _retry_hook()
-        if retry is not None:
-            unwrap(retry, _RETRY_HOOK)
+        unwrap(_PREGEL, "Pregel.stream")
+        unwrap(_PREGEL, "Pregel.astream")
+        unwrap(_RUNNER, "run_with_retry")
+        unwrap(_RUNNER, "arun_with_retry")
+        if _retry_hook() is not None:
+            unwrap(_RETRY, _RETRY_HOOK)
 
 
 class _LangGraphAdapter:

@@ -73,7 +73,7 @@ def wrap(
     item: Item | None = None,
 ) -> None:
     """Wrap ``owner.name`` (owner: a class, a module or a module's dotted path; ``name``
-    may be dotted, ``"Class.method"``). Undo with ``opentelemetry...utils.unwrap``.
+    may be dotted, ``"Class.method"``). Undo with :func:`unwrap`.
 
     ``shape`` (``"call"``, ``"await"``, ``"iterate"``, ``"aiterate"``) overrides the one
     read from the original, for a function that returns a generator or coroutine

@@ -7,8 +7,12 @@ disk full). The SDK logs a full queue at most every 20 s and counts it only when
 never reach the exit report. So each of our span processors counts its losses by cause,
 and one ObservableCounter reports them on every collection (nothing on the span path):
 
-- ``error.type=queue_full`` / ``already_shutdown``: counted by the SDK's own drop hook
-  (``BatchProcessor._metrics.drop_items``, SDK 1.45), wrapped here;
+- ``error.type=queue_full``: counted by the batch processor's queue itself
+  (:class:`EvictionCountingQueue`). The SDK's own drop hook cannot be trusted with it:
+  it counts a drop when it sees the queue full and appends afterwards, and its worker
+  may take a span in between (counted as dropped, yet delivered);
+- ``error.type=already_shutdown``: counted by the SDK's own drop hook
+  (``BatchProcessor._metrics.drop_items``, SDK 1.44), wrapped here;
 - ``error.type=export_failed``: spans in exports that failed or raised (``ExportGate``).
 
 ``otel.component.name`` is the exporter's entry-point name.
@@ -16,9 +20,10 @@ and one ObservableCounter reports them on every collection (nothing on the span 
 
 from __future__ import annotations
 
+import os
 import threading
 import weakref
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
@@ -40,20 +45,55 @@ class CountsDrops(Protocol):
     def dropped(self) -> dict[str, int]: ...
 
 
+class EvictionCountingQueue(deque):
+    """The SDK batch processor's queue (a bounded deque) that counts the items it pushes
+    out when full, where it happens: appending and the worker's pop share a lock, so
+    "full" and the append that drops are one step."""
+
+    def __init__(self, items: Iterable[Any], maxlen: int | None) -> None:
+        super().__init__(items, maxlen)
+        self.evicted = 0
+        self._lock = threading.Lock()
+        if hasattr(os, "register_at_fork"):  # a fork may copy the lock taken
+            new_lock = weakref.WeakMethod(self._new_lock)
+            os.register_at_fork(after_in_child=lambda: _call_if_alive(new_lock))
+
+    def appendleft(self, item: Any) -> None:
+        with self._lock:
+            if len(self) == self.maxlen:
+                self.evicted += 1
+            super().appendleft(item)
+
+    def pop(self) -> Any:
+        with self._lock:
+            return super().pop()
+
+    def _new_lock(self) -> None:
+        self._lock = threading.Lock()
+
+
+def _call_if_alive(method: weakref.WeakMethod) -> None:
+    alive = method()
+    if alive is not None:
+        alive()
+
+
 class QueueDrops:
     """Wraps the SDK batch processor's metrics hook: counts what it drops, then hands on."""
 
-    def __init__(self, hook: Any) -> None:
+    def __init__(self, hook: Any, queue: EvictionCountingQueue) -> None:
         self._hook = hook
+        self._queue = queue
         self._lock = threading.Lock()  # taken only when a span is dropped
-        self.counts: Counter[str] = Counter({QUEUE_FULL: 0})  # error.type -> spans
+        self.counts: Counter[str] = Counter()  # error.type -> spans, but queue_full
 
     def register_queue_size(self, get_queue_size: Callable[[], int]) -> None:
         self._hook.register_queue_size(get_queue_size)
 
     def drop_items(self, count: int, error_type: str = QUEUE_FULL) -> None:
-        with self._lock:
-            self.counts[error_type] += count
+        if error_type != QUEUE_FULL:  # the queue counts those exactly
+            with self._lock:
+                self.counts[error_type] += count
         self._hook.drop_items(count, error_type)
 
     def finish_items(self, count: int, *error: Any) -> None:
@@ -62,15 +102,19 @@ class QueueDrops:
 
     def snapshot(self) -> dict[str, int]:
         with self._lock:
-            return dict(self.counts)
+            return {QUEUE_FULL: self._queue.evicted, **self.counts}
 
 
 def count_queue_drops(batch_processor: Any) -> QueueDrops | None:
-    """Count the drops of an SDK ``BatchProcessor``; None where the SDK has no such hook."""
+    """Count the drops of an SDK ``BatchProcessor``; None where the SDK has no such hook
+    or queue (both are internals, as of SDK 1.44 and 1.45)."""
     hook = getattr(batch_processor, "_metrics", None)
-    if hook is None or not callable(getattr(hook, "drop_items", None)):
+    queue = getattr(batch_processor, "_queue", None)
+    if not callable(getattr(hook, "drop_items", None)) or type(queue) is not deque:
         return None
-    drops = batch_processor._metrics = QueueDrops(hook)
+    # Called right after the processor is made: its queue is still empty and unused.
+    counting_queue = batch_processor._queue = EvictionCountingQueue(queue, queue.maxlen)
+    drops = batch_processor._metrics = QueueDrops(hook, counting_queue)
     return drops
 
 
