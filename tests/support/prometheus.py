@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import re
 import shutil
 import socket
@@ -146,11 +147,26 @@ class PromQLError(AssertionError):
     """Prometheus rejected a query (bad syntax, bad types, ...)."""
 
 
+# Below Linux's ephemeral range (32768-60999): a port the kernel hands out for port 0 can be
+# taken again by any outgoing connection while a test restarts the process listening on it.
+_LISTEN_PORTS = range(20000, 32768)
+_ports_given: set[int] = set()
+_port_choice = random.Random()  # our own generator: the global one is the tests' to seed
+
+
 def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port free on 127.0.0.1 right now, outside the ephemeral range, not given before."""
+    while True:
+        port = _port_choice.choice(_LISTEN_PORTS)
+        if port in _ports_given:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _ports_given.add(port)
+        return port
 
 
 @dataclass

@@ -15,7 +15,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +28,8 @@ from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
+from support.prometheus import free_port
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 SCALED = REPOSITORY / "collector-config" / "scaled"
@@ -66,12 +67,6 @@ def require_stack_binaries() -> None:
         if os.environ.get("CI"):
             pytest.fail(str(missing), pytrace=False)
         pytest.skip(str(missing))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def http_get(url: str, timeout: float = 5) -> tuple[int, bytes]:
