@@ -127,6 +127,7 @@ def test_error_traces_reach_jaeger_whole_through_a_gateway_restart_and_a_kill(wo
         )
         gateway = tier["gateway-1"]
         time.sleep(8)
+        stopped_at = time.time()
         gateway.stop(signal.SIGTERM)
         time.sleep(5)
         gateway.start()
@@ -158,11 +159,12 @@ def test_error_traces_reach_jaeger_whole_through_a_gateway_restart_and_a_kill(wo
     # The kill loses what gateway-1 held undecided: traces whose spans reached it within one
     # decision wait before (1 s of margin either side).
     window = (killed_at - DECISION_WAIT - DELIVERY_DELAY - 1, killed_at + 1)
-    at_risk = {
-        trace_id
-        for trace_id, entry in sent["traces"].items()
-        if entry["error"] and window[0] <= entry["start"] <= window[1]
-    }
+    at_risk = error_traces_started_within(sent, window)
+    # The graceful stop decides every trace it holds; the one exception (docs/backends.md) is a
+    # trace whose spans straddle the stop: part decided at the stop, part after the restart.
+    straddling = error_traces_started_within(
+        sent, (stopped_at - DELIVERY_DELAY - 1, stopped_at + 1)
+    )
     incomplete = {
         trace_id: view
         for trace_id, view in views.items()
@@ -175,21 +177,31 @@ def test_error_traces_reach_jaeger_whole_through_a_gateway_restart_and_a_kill(wo
         f" gateways accepted {gateways_accepted:.0f} (re-sent duplicates:"
         f" {gateways_accepted - agent_accepted:.0f}); agent lost {lost_by_agent:.0f}."
         f"\nkill -9 of gateway-1: {len(incomplete)} of {len(at_risk)} error traces at risk"
-        f" incomplete, {missing} spans lost; graceful restart: 0 allowed, "
-        f"{len(set(incomplete) - at_risk)} incomplete outside the kill window."
+        f" incomplete, {missing} spans lost; graceful restart: "
+        f"{len(set(incomplete) & straddling)} of {len(straddling)} error traces straddling the"
+        f" stop incomplete, {len(set(incomplete) - at_risk - straddling)} incomplete elsewhere."
     )
 
     assert len(sent["traces"]) == traces
     assert sent["failed"] == 0
     assert agent_accepted == spans_sent
     assert lost_by_agent == 0
-    assert set(incomplete) <= at_risk  # the graceful restart lost nothing
+    assert set(incomplete) <= at_risk | straddling  # nothing else lost by either fault
     complete = [view for trace_id, view in views.items() if trace_id not in incomplete]
     assert all(view["roots"] == 1 for view in complete)
     assert all(len(view["gateways"]) == 1 for view in complete)  # never split
     assert {gw for view in complete for gw in view["gateways"]} == set(GATEWAYS)
     # The RED metrics come from the SDK, once per run, whatever happened to the spans.
     assert application_runs == traces
+
+
+def error_traces_started_within(sent: dict, window: tuple[float, float]) -> set[str]:
+    """The error traces of the load that began within ``window`` (epoch seconds)."""
+    return {
+        trace_id
+        for trace_id, entry in sent["traces"].items()
+        if entry["error"] and window[0] <= entry["start"] <= window[1]
+    }
 
 
 def export_to(endpoint: str, metadata: tuple[tuple[str, str], ...]) -> grpc.StatusCode:
