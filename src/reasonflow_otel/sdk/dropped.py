@@ -90,11 +90,14 @@ class QueueDrops:
     def register_queue_size(self, get_queue_size: Callable[[], int]) -> None:
         self._hook.register_queue_size(get_queue_size)
 
-    def drop_items(self, count: int, error_type: str = QUEUE_FULL) -> None:
+    def drop_items(self, count: int, *cause: str) -> None:
+        """SDK 1.45 names the cause; 1.44 calls this for a full queue only, with no cause
+        (and its hook takes none: the call is handed on as it came)."""
+        error_type = cause[0] if cause else QUEUE_FULL
         if error_type != QUEUE_FULL:  # the queue counts those exactly
             with self._lock:
                 self.counts[error_type] += count
-        self._hook.drop_items(count, error_type)
+        self._hook.drop_items(count, *cause)
 
     def finish_items(self, count: int, *error: Any) -> None:
         """SDK 1.44 also passes the export error (counted by the export gate, not here)."""
