@@ -53,7 +53,7 @@ from shared import Budget, Instrumented, sdk_hist, sdk_span, tracer_provider
 
 from reasonflow_otel import semconv
 from reasonflow_otel.instrumentation.burr import ENGINE, BurrInstrumentor
-from reasonflow_otel.recorder import FlowGraph, GraphNode, NodeInfo, Recorder, Run, histograms
+from reasonflow_otel.recorder import FlowGraph, GraphNode, NodeInfo, Recorder, Run, fast_paths
 from reasonflow_otel.sdk.views import build_views
 from reasonflow_otel.settings import Settings
 
@@ -126,7 +126,7 @@ class RecorderHook(
             tracer_provider(sampler).get_tracer("benchmark"),
             meter_provider.get_meter("benchmark"),
             settings,
-            fast_paths=histograms,
+            fast_paths=fast_paths,
         )
         self._runs: list[Run | None] = []
 

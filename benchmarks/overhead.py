@@ -65,7 +65,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, Sampler
 
 from reasonflow_otel import semconv
 from reasonflow_otel.instrumentation.pocketflow import PocketFlowInstrumentor
-from reasonflow_otel.recorder import NodeInfo, Recorder, Run, histograms
+from reasonflow_otel.recorder import NodeInfo, Recorder, Run, fast_paths
 from reasonflow_otel.recorder.probe import ResourceProbe, make_probe
 from reasonflow_otel.sdk.sampling import build_sampler
 from reasonflow_otel.sdk.views import build_views
@@ -395,7 +395,7 @@ class RecorderHooks(Hooks):
             providers.tracer_provider.get_tracer("benchmark"),
             providers.meter_provider.get_meter("benchmark"),
             settings,
-            fast_paths=histograms,
+            fast_paths=fast_paths,
         )
         self._flow = NodeInfo("pocketflow", "Flow", "Flow", "flow", is_flow=True)
         self._node = NodeInfo("pocketflow", Step.__name__, Step.__name__, "node", is_flow=False)

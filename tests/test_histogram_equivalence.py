@@ -29,14 +29,14 @@ from opentelemetry.sdk.metrics.view import View
 
 from reasonflow_otel import semconv
 from reasonflow_otel.instrumentation.pocketflow import PocketFlowInstrumentor
-from reasonflow_otel.recorder.histograms import (
+from reasonflow_otel.recorder.fast_paths.histograms import (
     QUEUE_LIMIT,
     HistogramGroup,
-    RecordingGroup,
     histogram_group,
     point_summary,
     sdk_supports_merging,
 )
+from reasonflow_otel.recorder.histograms import RecordingGroup
 from reasonflow_otel.sdk.views import build_views
 from reasonflow_otel.settings import Settings
 

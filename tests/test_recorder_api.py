@@ -11,8 +11,8 @@ import reasonflow_otel.recorder as recorder
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "src" / "reasonflow_otel"
 ENGINE_ADAPTERS = ("pocketflow.py", "burr.py", "langgraph.py")
-# The one recorder module that may use the SDK: its fast paths, handed to the Recorder.
-SDK_FAST_PATHS = PACKAGE / "recorder" / "histograms.py"
+# The one recorder package that may use the SDK: its fast paths, handed to the Recorder.
+SDK_FAST_PATHS = PACKAGE / "recorder" / "fast_paths"
 
 
 def imports(path: Path) -> list[tuple[str, tuple[str, ...]]]:
@@ -57,8 +57,9 @@ def test_engine_adapters_use_only_the_public_recorder_api_and_no_sdk() -> None:
 
 
 def test_the_recorder_uses_the_sdk_only_in_its_fast_path_module() -> None:
-    for path in (PACKAGE / "recorder").glob("*.py"):
-        if path == SDK_FAST_PATHS:
+    assert (SDK_FAST_PATHS / "__init__.py").exists()
+    for path in (PACKAGE / "recorder").rglob("*.py"):
+        if SDK_FAST_PATHS in path.parents:
             continue
         for module in imported_modules(path):
             assert not module.startswith("opentelemetry.sdk"), (path.name, module)

@@ -18,7 +18,7 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
 from reasonflow_otel import semconv
 from reasonflow_otel.instrumentation import threads
-from reasonflow_otel.recorder import Recorder, histograms
+from reasonflow_otel.recorder import Recorder, fast_paths
 from reasonflow_otel.sdk.workers import top_level_run_ended
 from reasonflow_otel.settings import Settings, load_settings
 from reasonflow_otel.version import __version__
@@ -46,7 +46,7 @@ class EngineInstrumentor(BaseInstrumentor, ABC):
             tracer,
             meter,
             settings,
-            fast_paths=histograms,  # the SDK's fast paths, isolated in one module
+            fast_paths=fast_paths,  # the SDK's fast paths, isolated in one package
             top_level_run_ended=top_level_run_ended,
         )
         self._wrap(recorder)

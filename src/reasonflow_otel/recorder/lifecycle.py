@@ -7,8 +7,9 @@ statuses, events and metrics. No adapter builds a span or records a metric, so
 every engine emits the same telemetry.
 
 Only the OpenTelemetry API is used here. What needs the SDK to be fast (merged
-histogram points, knowing that the sampler drops every child of an unsampled
-span) comes in as ``fast_paths``; without it the API's plain calls are made.
+histogram points, span attributes given without a second cleaning, knowing that
+the sampler drops every child of an unsampled span) comes in as ``fast_paths``
+(``recorder.fast_paths``); without it the API's plain calls are made.
 
 Everything reachable from an adapter is called inside the application's
 workflow and must never raise: failures go to :func:`guard.report_internal_error`.
@@ -24,7 +25,7 @@ from typing import Any, Protocol
 
 from opentelemetry import context, trace
 from opentelemetry.metrics import Histogram, Meter
-from opentelemetry.trace import Link, SpanKind, Tracer
+from opentelemetry.trace import Link, Span, SpanKind, Tracer
 
 from reasonflow_otel import semconv
 from reasonflow_otel.guard import report_internal_error
@@ -58,6 +59,47 @@ class FastPaths(Protocol):
     def drops_unsampled_children(self, tracer: Tracer) -> bool:
         """Whether ``tracer`` drops every span whose local parent was not sampled."""
 
+    def span_writer(self, tracer: Tracer) -> SpanWriter | None:
+        """What starts ``tracer``'s spans and sets their attributes faster (None: the API)."""
+
+
+class SpanWriter(Protocol):
+    """Starts spans and sets attributes the recorder made, as the tracer's own calls would."""
+
+    def start(
+        self,
+        name: str,
+        parent_context: context.Context,
+        attributes: Mapping[str, Any],
+        links: Sequence[Link] | None,
+    ) -> Span:
+        """An INTERNAL span of ``parent_context`` with ``attributes``, started."""
+
+    def set_attributes(self, span: Span, attributes: Mapping[str, Any]) -> None:
+        """``span.set_attributes(attributes)``."""
+
+
+class ApiSpans:
+    """Spans and their attributes through the API's calls."""
+
+    def __init__(self, tracer: Tracer) -> None:
+        self._tracer = tracer
+
+    def start(
+        self,
+        name: str,
+        parent_context: context.Context,
+        attributes: Mapping[str, Any],
+        links: Sequence[Link] | None,
+    ) -> Span:
+        return self._tracer.start_span(
+            name, parent_context, SpanKind.INTERNAL, attributes=attributes, links=links
+        )
+
+    @staticmethod
+    def set_attributes(span: Span, attributes: Mapping[str, Any]) -> None:
+        span.set_attributes(attributes)
+
 
 class ApiOnly:
     """No fast path: every point through ``record``, every span asked of the sampler."""
@@ -73,6 +115,10 @@ class ApiOnly:
     @staticmethod
     def drops_unsampled_children(tracer: Tracer) -> bool:
         return False
+
+    @staticmethod
+    def span_writer(tracer: Tracer) -> SpanWriter | None:
+        return None
 
 
 class Recorder:
@@ -90,6 +136,7 @@ class Recorder:
         fast_paths = fast_paths or ApiOnly()
         self._tracer = tracer
         self._drops_unsampled_children = fast_paths.drops_unsampled_children(tracer)
+        self._spans: SpanWriter = fast_paths.span_writer(tracer) or ApiSpans(tracer)
         self._top_level_run_ended = top_level_run_ended
         self.settings = settings  # adapters read engine-specific settings here
         self._probe: ResourceProbe = make_probe(settings.resource_probe)
@@ -289,24 +336,21 @@ class Recorder:
         if dropped:
             # The sampler would drop the span: none is made, the parent's stays current.
             run.unsampled = True
-            run_context = context.set_value(RUN_KEY, run, parent_context)
+            run.base_context = parent_context
         else:
-            span = run.span = self._tracer.start_span(
+            span = run.span = self._spans.start(
                 span_name or run.info.span_name,
-                context=parent_context,
-                kind=SpanKind.INTERNAL,
-                attributes=attributes,
-                links=_links(links) if links else None,
+                parent_context,
+                attributes,
+                _links(links) if links else None,
             )
             run.unsampled = (
                 self._drops_unsampled_children
                 and not span.is_recording()
                 and _is_unsampled_local(span)
             )
-            run_context = context.set_value(
-                RUN_KEY, run, trace.set_span_in_context(span, parent_context)
-            )
-        run.context = run_context
+            run.base_context = trace.set_span_in_context(span, parent_context)
+        run_context = run.context = context.set_value(RUN_KEY, run, run.base_context)
         if attach:
             run.token = context.attach(run_context)
         run.started = time.perf_counter()
@@ -376,7 +420,7 @@ class Recorder:
         if not run.span.is_recording():
             return
         try:
-            run.span.set_attributes(attributes)
+            self._spans.set_attributes(run.span, attributes)
         except Exception as internal:
             report_internal_error("setting span attributes", internal)
 
@@ -435,7 +479,7 @@ class Recorder:
                 self._end_attributes(run, ended, successor, attributes)
                 if error is not None:
                     self._errors.mark(run.span, error, error_type)
-                run.span.set_attributes(run.end_attributes)
+                self._spans.set_attributes(run.span, run.end_attributes)
             self._record_metrics(run, duration, error_type)
         except Exception as internal:
             report_internal_error("finishing a run", internal)
@@ -463,6 +507,10 @@ class Recorder:
         try:
             if run.token is not None:
                 context.detach(run.token)
+            # The run's context holds the run: dropped here, the pair (and the
+            # engine's objects the run refers to) is freed at once, not by the
+            # cyclic garbage collector.
+            run.token = run.context = None
             if end_span:
                 run.span.end()
         except Exception as internal:

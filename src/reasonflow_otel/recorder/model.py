@@ -145,6 +145,7 @@ class Run:
 
     __slots__ = (
         "attempts",
+        "base_context",
         "batch_size",
         "context",
         "cpu_time",
@@ -190,6 +191,7 @@ class Run:
         self.span: trace.Span = trace.INVALID_SPAN
         self.token: object | None = None
         self.context: context.Context | None = None
+        self.base_context: context.Context | None = None  # the context without this run
         self.node_ids: dict[Hashable, str] | None = None
         self.metric_attributes: Mapping[str, Any] | None = None
         self.in_flight: Any = None
@@ -293,8 +295,11 @@ class Run:
 
     @contextlib.contextmanager
     def current(self) -> Iterator[None]:
-        """This run (begun with ``attach=False``) current for a ``with`` block."""
-        token = context.attach(self.context)  # type: ignore[arg-type]
+        """This run (begun with ``attach=False``, or ended) current for a ``with`` block."""
+        run_context = self.context
+        if run_context is None:  # ended: its context was let go (see Recorder._close)
+            run_context = context.set_value(RUN_KEY, self, self.base_context)
+        token = context.attach(run_context)
         try:
             yield
         finally:
