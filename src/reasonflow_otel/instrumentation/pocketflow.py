@@ -136,6 +136,11 @@ class _PocketFlowAdapter:
         self._states: dict[Run, _RunState] = {}
         # The gate of wrappers that only matter inside a run: none in progress, no work.
         self._in_a_run = self._states.__len__
+        # ``_exec`` shows the exec phase (phase telemetry, prep/exec capture) and a batch
+        # node's items: with neither phase nor capture on, only batch runs need it.
+        self._batch_runs: dict[Run, _RunState] = {}
+        observes_exec = recorder.times_phases or self._captured
+        self._exec_gate = self._in_a_run if observes_exec else self._batch_runs.__len__
         self._prepared: set[type] = set()
         self._prepare_lock = threading.Lock()
         self._infos: BoundedCache[tuple[type, str], NodeInfo] = BoundedCache()
@@ -187,15 +192,21 @@ class _PocketFlowAdapter:
             if cls in self._prepared:
                 return
             observed = (
-                (EXEC_METHODS, (self._exec_begin, self._exec_end, self._exec_fail)),
-                (ATTEMPT_METHODS, (self._attempt_begin, self._attempt_end, self._attempt_fail)),
-                (FALLBACK_METHODS, (self._fallback_begin, self._fallback_end, self._fallback_fail)),
+                (EXEC_METHODS, (self._exec_begin, self._exec_end, self._exec_fail, self._exec_gate)),
+                (
+                    ATTEMPT_METHODS,
+                    (self._attempt_begin, self._attempt_end, self._attempt_fail, self._in_a_run),
+                ),
+                (
+                    FALLBACK_METHODS,
+                    (self._fallback_begin, self._fallback_end, self._fallback_fail, self._in_a_run),
+                ),
             )
             for owner in cls.__mro__[:-1]:  # not object
                 for names, callbacks in observed:
                     for name in names:
                         if name in vars(owner):
-                            self._wrap(owner, name, *callbacks, self._in_a_run)
+                            self._wrap(owner, name, *callbacks)
             self._prepared.add(cls)
 
     def _own_state(self, node: Any) -> _RunState | None:
@@ -214,21 +225,29 @@ class _PocketFlowAdapter:
             self._prepare(cls)
         state = _RunState(run, node, run.info.kind in BATCH_KINDS)
         self._states[run] = state
+        if state.batch:
+            self._batch_runs[run] = state
         if self._captured:  # the shared store is the argument of _run and _run_async
             state.shared = _first_argument(args, kwargs)
             self._capture_shared(state, ended=False)
         return state
 
     def _run_end(self, state: _RunState, action: Any) -> None:
-        self._states.pop(state.run, None)
-        self._capture_shared(state, ended=True)
+        self._forget(state)
         self._finish(state, action)
 
     def _run_fail(self, state: _RunState, error: BaseException) -> None:
+        self._forget(state)
+        _fail(state, error)
+
+    def _forget(self, state: _RunState) -> None:
+        """The run ended: its state goes (after the shared store's capture, if on)."""
         run = state.run
         self._states.pop(run, None)
-        self._capture_shared(state, ended=True)
-        _fail(state, error)
+        if state.batch:
+            self._batch_runs.pop(run, None)
+        if self._captured:
+            self._capture_shared(state, ended=True)
 
     def _start(self, node: Any) -> Run | None:
         try:
@@ -262,14 +281,15 @@ class _PocketFlowAdapter:
         if not run.recording:  # nothing below would show
             run.end()
             return
-        self._capture(run, "post", action)
-        attributes = _attempt_attributes(state)
+        if self._captured:
+            self._capture(run, "post", action)
+        attributes = {semconv.NODE_FALLBACK: state.fallback} if state.attempts else {}
         action_name = "default" if action is None else action if isinstance(action, str) else None
         if action_name is not None:
             attributes[semconv.NODE_ACTION] = action_name
         successor = None
         parent = run.parent
-        if parent is not None and parent.info.is_flow and run.recording:
+        if parent is not None and parent.info.is_flow:
             try:
                 successor = self._successor(run, state.node, action, attributes)
             except Exception:  # an unhashable action: the engine reports it, not us

@@ -190,6 +190,8 @@ class Recorder:
         if self._probe.measures:
             node_histograms += [cpu_time, memory_growth]
         self._node_points = fast_paths.histogram_group(meter, node_histograms, limit)
+        # The series of each place's successful runs (places are capped, so is this).
+        self._node_series: dict[InFlight, HistogramSeries] = {}
         self._flow_points = fast_paths.histogram_group(meter, [flow_duration], limit)
 
     # --- What an adapter declares and asks ---------------------------------------------
@@ -232,7 +234,11 @@ class Recorder:
             flow_name = info.name if info.is_flow else (parent.flow_name if parent else None)
             run = Run(self, info, parent, flow_name, _forks)
             run.owner = owner
-            dropped = self._dropped(parent, parent_context)
+            dropped = (  # a child in its parent's context takes the parent's answer
+                parent.unsampled
+                if parent is not None and parent_context is parent.context
+                else self._dropped(parent, parent_context)
+            )
             span_attributes = (
                 {}  # no span will carry them
                 if dropped
@@ -469,22 +475,24 @@ class Recorder:
         if run.forks != _forks:  # begun before this process was forked: the parent ends it
             self._close(run, end_span=False)
             return
+        recording = run.span.is_recording()
         try:
             ended = time.perf_counter()
             duration = ended - run.started
-            error_type = self._errors.error_type(error)
+            error_type = None if error is None else self._errors.error_type(error)
             if run.in_flight is not None:  # a node run, fully started
                 self._probe.stop(run)
-            if run.span.is_recording():
+            if recording:
                 self._end_attributes(run, ended, successor, attributes)
                 if error is not None:
                     self._errors.mark(run.span, error, error_type)
-                self._spans.set_attributes(run.span, run.end_attributes)
+                if run.end_attributes:
+                    self._spans.set_attributes(run.span, run.end_attributes)
             self._record_metrics(run, duration, error_type)
         except Exception as internal:
             report_internal_error("finishing a run", internal)
         finally:
-            held = successor_later and run.span.is_recording()
+            held = successor_later and recording
             if held:
                 run.end_time = time.time_ns()
             self._close(run, end_span=not held)
@@ -572,7 +580,14 @@ class Recorder:
         if not run.is_node or place is None:
             return
         place.end()
-        series = self._series(self._node_points, place, place.attributes, error_type)
+        if error_type is None:  # one series per place, found once
+            series = self._node_series.get(place)
+            if series is None:
+                series = self._node_series[place] = self._node_points.series(
+                    place, place.attributes
+                )
+        else:
+            series = self._series(self._node_points, place, place.attributes, error_type)
         if self._probe.measures:
             self._node_points.record(series, (duration, run.cpu_time, max(run.memory_growth, 0)))
         else:

@@ -155,7 +155,9 @@ class Run:
         "forks",
         "in_flight",
         "info",
+        "is_flow",
         "is_item",
+        "is_node",
         "memory_growth",
         "metric_attributes",
         "next_item_index",
@@ -209,15 +211,9 @@ class Run:
         self.batch_size: int | None = None
         self.next_item_index = 0
         self.end_attributes: dict[str, Any] = {}
-
-    @property
-    def is_node(self) -> bool:
-        """Runs as a step of a flow (or alone): a flow nested in a flow is both."""
-        return not self.is_item and (not self.info.is_flow or self.parent is not None)
-
-    @property
-    def is_flow(self) -> bool:
-        return self.info.is_flow and not self.is_item
+        # A flow run; a node run (a step of a flow, or alone): a flow nested in a flow is both.
+        self.is_flow = info.is_flow and not is_item
+        self.is_node = not is_item and (not info.is_flow or parent is not None)
 
     @property
     def recording(self) -> bool:
@@ -308,7 +304,7 @@ class Run:
 
 def current_run() -> Run | None:
     """The innermost flow, node or item running in this context."""
-    return context.get_value(RUN_KEY)  # type: ignore[return-value]
+    return context.get_current().get(RUN_KEY)  # type: ignore[return-value]
 
 
 @functools.lru_cache(maxsize=128)
