@@ -30,6 +30,7 @@ anywhere, every wrapper's first test sends it straight to the original.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import threading
 import weakref
@@ -39,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 
 from reasonflow_otel import semconv
-from reasonflow_otel.guard import report_internal_error, safe_str
+from reasonflow_otel.guard import safe_str
 from reasonflow_otel.instrumentation.base import EngineInstrumentor
 from reasonflow_otel.recorder import (
     BoundedCache,
@@ -144,6 +145,8 @@ class _PocketFlowAdapter:
         self._prepared: set[type] = set()
         self._prepare_lock = threading.Lock()
         self._infos: BoundedCache[tuple[type, str], NodeInfo] = BoundedCache()
+        # Classes whose nodes are named by the class (no ``name`` of their own).
+        self._class_infos: BoundedCache[type, NodeInfo] = BoundedCache()
         self._max_retries: BoundedCache[Any, dict[str, Any]] = BoundedCache()
         self._class_names: dict[type, str] = {}
         self._kinds = _kinds_of(pocketflow)
@@ -191,15 +194,19 @@ class _PocketFlowAdapter:
         with self._prepare_lock:
             if cls in self._prepared:
                 return
+            in_a_run = self._in_a_run
             observed = (
-                (EXEC_METHODS, (self._exec_begin, self._exec_end, self._exec_fail, self._exec_gate)),
+                (
+                    EXEC_METHODS,
+                    (self._exec_begin, self._exec_end, self._exec_fail, self._exec_gate),
+                ),
                 (
                     ATTEMPT_METHODS,
-                    (self._attempt_begin, self._attempt_end, self._attempt_fail, self._in_a_run),
+                    (self._attempt_begin, self._attempt_end, self._attempt_fail, in_a_run),
                 ),
                 (
                     FALLBACK_METHODS,
-                    (self._fallback_begin, self._fallback_end, self._fallback_fail, self._in_a_run),
+                    (self._fallback_begin, self._fallback_end, self._fallback_fail, in_a_run),
                 ),
             )
             for owner in cls.__mro__[:-1]:  # not object
@@ -217,7 +224,17 @@ class _PocketFlowAdapter:
     # --- Flow and node runs ------------------------------------------------------
 
     def _run_begin(self, node: Any, args: tuple, kwargs: dict) -> _RunState | None:
-        run = self._start(node)
+        info = self._info(node)
+        start_attributes = None
+        if not info.is_flow and hasattr(node, "max_retries"):
+            start_attributes = self._retries_attribute(node.max_retries)
+        run = self._recorder.begin(
+            info,
+            node,
+            node_key=id(node.successors),
+            attributes=start_attributes,
+            graph=(lambda: self._known_graph(node)) if info.is_flow else None,
+        )
         if run is None:
             return None
         cls = type(node)
@@ -248,23 +265,6 @@ class _PocketFlowAdapter:
             self._batch_runs.pop(run, None)
         if self._captured:
             self._capture_shared(state, ended=True)
-
-    def _start(self, node: Any) -> Run | None:
-        try:
-            info = self._info(node)
-            start_attributes = None
-            if not info.is_flow and hasattr(node, "max_retries"):
-                start_attributes = self._retries_attribute(node.max_retries)
-            return self._recorder.begin(
-                info,
-                node,
-                node_key=id(node.successors),
-                attributes=start_attributes,
-                graph=(lambda: self._known_graph(node)) if info.is_flow else None,
-            )
-        except Exception as error:
-            report_internal_error("describing a PocketFlow node", error)
-            return None
 
     def _retries_attribute(self, max_retries: Any) -> dict[str, Any]:
         """``{reasonflow.node.max_retries: n}``, one dict per value (the recorder copies it)."""
@@ -464,12 +464,18 @@ class _PocketFlowAdapter:
 
     def _info(self, node: Any) -> NodeInfo:
         cls = type(node)
+        if "name" not in node.__dict__:  # named by its class alone: one lookup
+            info = self._class_infos.get(cls)
+            if info is not None:
+                return info
         name = self._name(node)
         info = self._infos.get((cls, name))
         if info is None:
             kind = next(kind for base, kind in self._kinds if isinstance(node, base))
             info = NodeInfo(ENGINE, name, cls.__name__, kind, is_flow=kind.endswith("flow"))
             self._infos[(cls, name)] = info
+        if "name" not in node.__dict__ and cls not in self._engine_flows:
+            self._class_infos[cls] = info
         return info
 
     def _graph_changes(self, node: Any, args: tuple, kwargs: dict) -> None:
@@ -486,10 +492,8 @@ class _PocketFlowAdapter:
         if known is not None and known[0] == generation and known[1] is start:
             return known[2]
         graph = self._graph(flow)
-        try:
+        with contextlib.suppress(TypeError):
             self._graphs[flow] = (generation, start, graph)
-        except TypeError:
-            pass
         return graph
 
     def _graph(self, flow: Any) -> FlowGraph:

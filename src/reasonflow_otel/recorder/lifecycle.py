@@ -30,7 +30,7 @@ from opentelemetry.trace import Link, Span, SpanKind, Tracer
 from reasonflow_otel import semconv
 from reasonflow_otel.guard import report_internal_error
 from reasonflow_otel.propagation import baggage_attributes, baggage_selection, inherited_context
-from reasonflow_otel.recorder.bounded import CappedCounter
+from reasonflow_otel.recorder.bounded import BoundedCache, CappedCounter
 from reasonflow_otel.recorder.capture import Capture
 from reasonflow_otel.recorder.errors import ErrorMapping, error_attributes
 from reasonflow_otel.recorder.histograms import HistogramSeries, RecordingGroup
@@ -175,6 +175,7 @@ class Recorder:
         }
         self._in_flight = in_flight_gauge(meter)
         self._in_flight.limit_series(limit)
+        self._places: BoundedCache[Hashable, InFlight] = BoundedCache()  # the gauge's, by key
         cpu_time = meter.create_histogram(
             semconv.METRIC_NODE_CPU_TIME,
             unit="s",
@@ -385,9 +386,12 @@ class Recorder:
     def _node_place(self, info: NodeInfo, parent: Run | None) -> InFlight:
         """A node's place (engine, flow, node): its metric attributes and in-flight count."""
         key = (info.engine, parent.flow_name if parent else None, info.name)
-        place = self._in_flight.get(key)
-        if place is None:  # once per place
-            place = self._in_flight.add(key, _node_metric_attributes(info, parent))
+        place = self._places.get(key)
+        if place is None:  # once per place (and again after the cache is cleared)
+            place = self._in_flight.get(key) or self._in_flight.add(
+                key, _node_metric_attributes(info, parent)
+            )
+            self._places[key] = place
         return place
 
     # --- Reports during a run (through ``Run``'s methods) -----------------------------------

@@ -38,6 +38,8 @@ class NodeInfo:
     span_name: str = field(init=False)
     attributes: Mapping[str, Any] = field(init=False)
     flow_metric_attributes: Mapping[str, Any] = field(init=False)
+    # A span user code asked for (see :meth:`span`).
+    is_user_span: bool = field(init=False)
 
     def __post_init__(self) -> None:
         attributes = {
@@ -68,16 +70,13 @@ class NodeInfo:
         object.__setattr__(self, "span_name", span_name)
         object.__setattr__(self, "attributes", attributes)
         object.__setattr__(self, "flow_metric_attributes", flow_metric_attributes)
+        object.__setattr__(self, "is_user_span", self.kind == semconv.SPAN_KIND_USER)
 
     @classmethod
     def span(cls, engine: str, name: str) -> NodeInfo:
         """A span user code asked for (``@trace`` in Burr): nested like a node, counted
         in no metric (it is not a node of the workflow)."""
         return cls(engine, name, "", semconv.SPAN_KIND_USER, is_flow=False)
-
-    @property
-    def is_user_span(self) -> bool:
-        return self.kind == semconv.SPAN_KIND_USER
 
 
 @dataclass(frozen=True)

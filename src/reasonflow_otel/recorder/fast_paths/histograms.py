@@ -125,7 +125,6 @@ class HistogramGroup(RecordingGroup):
                         _merge_into_view(match, instrument, index, entries)
 
 
-
 def _merge_into_view(match: Any, instrument: Histogram, index: int, entries: Iterable) -> None:
     """Values to one View's aggregations, each aggregation's in arrival order.
 
