@@ -66,14 +66,19 @@ class FastPaths(Protocol):
 class SpanWriter(Protocol):
     """Starts spans and sets attributes the recorder made, as the tracer's own calls would."""
 
+    def prepare(self, attributes: Mapping[str, Any]) -> Mapping[str, Any]:
+        """``attributes``, made ready to start many spans with (never changed afterwards)."""
+
     def start(
         self,
         name: str,
         parent_context: context.Context,
         attributes: Mapping[str, Any],
         links: Sequence[Link] | None,
+        local_sampled_parent: bool = False,
     ) -> Span:
-        """An INTERNAL span of ``parent_context`` with ``attributes``, started."""
+        """An INTERNAL span of ``parent_context`` with ``attributes``, started;
+        ``local_sampled_parent``: the caller knows its parent is a sampled span of ours."""
 
     def set_attributes(self, span: Span, attributes: Mapping[str, Any]) -> None:
         """``span.set_attributes(attributes)``."""
@@ -85,12 +90,17 @@ class ApiSpans:
     def __init__(self, tracer: Tracer) -> None:
         self._tracer = tracer
 
+    @staticmethod
+    def prepare(attributes: Mapping[str, Any]) -> Mapping[str, Any]:
+        return attributes
+
     def start(
         self,
         name: str,
         parent_context: context.Context,
         attributes: Mapping[str, Any],
         links: Sequence[Link] | None,
+        local_sampled_parent: bool = False,
     ) -> Span:
         return self._tracer.start_span(
             name, parent_context, SpanKind.INTERNAL, attributes=attributes, links=links
@@ -176,6 +186,8 @@ class Recorder:
         self._in_flight = in_flight_gauge(meter)
         self._in_flight.limit_series(limit)
         self._places: BoundedCache[Hashable, InFlight] = BoundedCache()  # the gauge's, by key
+        # Start attributes by (node, its start set, its id in the flow), each checked once.
+        self._start_attributes: BoundedCache[tuple[int, int, str | None], tuple] = BoundedCache()
         cpu_time = meter.create_histogram(
             semconv.METRIC_NODE_CPU_TIME,
             unit="s",
@@ -315,17 +327,23 @@ class Recorder:
         parent_context: context.Context,
         node_key: Hashable,
         start_attributes: Mapping[str, Any] | None,
-    ) -> dict[str, Any]:
-        # Ours come last: a baggage entry cannot overwrite them.
-        attributes = baggage_attributes(parent_context, self._baggage) if self._baggage else {}
-        attributes.update(info.attributes)
-        if start_attributes:
-            attributes.update(start_attributes)
+    ) -> Mapping[str, Any]:
+        """A run's start attributes; without baggage, made once per node, id and start set."""
+        node_id = None
         if parent is not None and parent.node_ids is not None:
             node_id = parent.node_ids.get(node_key)
-            if node_id is not None:
-                attributes[semconv.NODE_ID] = node_id
-        return attributes
+        if self._baggage:  # differs from run to run
+            attributes = baggage_attributes(parent_context, self._baggage)
+            return _start_attributes(attributes, info, start_attributes, node_id)
+        key = (id(info), id(start_attributes), node_id)
+        known = self._start_attributes.get(key)
+        # The entry holds the objects whose ids make its key: they are the same ones.
+        if known is not None and known[0] is info and known[1] is start_attributes:
+            return known[2]
+        attributes = _start_attributes({}, info, start_attributes, node_id)
+        prepared = self._spans.prepare(attributes)
+        self._start_attributes[key] = (info, start_attributes, prepared)
+        return prepared
 
     def _open(
         self,
@@ -350,6 +368,7 @@ class Recorder:
                 parent_context,
                 attributes,
                 _links(links) if links else None,
+                _sampled_parent(run.parent, parent_context),
             )
             run.unsampled = (
                 self._drops_unsampled_children
@@ -605,6 +624,33 @@ class Recorder:
         if error_type is None:
             return group.series(place, attributes)
         return group.series((place, error_type), _with_error(attributes, error_type))
+
+
+def _start_attributes(
+    attributes: dict[str, Any],
+    info: NodeInfo,
+    start_attributes: Mapping[str, Any] | None,
+    node_id: str | None,
+) -> dict[str, Any]:
+    """``attributes`` (baggage entries) with ours after them: a baggage entry cannot overwrite
+    them."""
+    attributes.update(info.attributes)
+    if start_attributes:
+        attributes.update(start_attributes)
+    if node_id is not None:
+        attributes[semconv.NODE_ID] = node_id
+    return attributes
+
+
+def _sampled_parent(parent: Run | None, parent_context: context.Context) -> bool:
+    """Whether ``parent``'s span is the current one of ``parent_context`` and sampled: read
+    once per parent run (a flow's nodes all ask)."""
+    if parent is None or parent_context is not parent.context:
+        return False
+    sampled = parent.sampled
+    if sampled is None:
+        sampled = parent.sampled = bool(parent.span.get_span_context().trace_flags.sampled)
+    return sampled
 
 
 def _is_top_level_here(run: Run) -> bool:

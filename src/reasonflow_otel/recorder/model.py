@@ -166,6 +166,7 @@ class Run:
         "phase",
         "phases",
         "recorder",
+        "sampled",
         "span",
         "started",
         "token",
@@ -204,6 +205,7 @@ class Run:
         self.usage: Any = None  # what the psutil probe reads besides
         # Children of this run would be dropped by the sampler (see Recorder._open).
         self.unsampled = False
+        self.sampled: bool | None = None  # whether its span is sampled, once asked
         self.phase: tuple[str, float] | None = None  # the phase in progress and its start
         self.phases: list[tuple[str, float, float]] | None = None  # the phases that ended
         self.attempts = 0

@@ -57,18 +57,25 @@ class SdkSpans:
         self._processors: Any = None  # the processors last found quiet at span start
         self._provider_processor = getattr(tracer, "span_processor", None)
 
+    @staticmethod
+    def prepare(attributes: Mapping[str, Any]) -> Mapping[str, Any]:
+        """``attributes`` checked once, for a set the recorder gives again and again (a
+        place's start attributes); the caller never changes it afterwards."""
+        return _Plain(attributes) if _plain(attributes) else attributes
+
     def start(
         self,
         name: str,
         parent_context: Context,
         attributes: Mapping[str, Any],
         links: Sequence[Link] | None,
+        local_sampled_parent: bool = False,
     ) -> Span:
         if (
             links
             or not self._quiet_children
-            or not _under_local_sampled(parent_context)
-            or not _plain(attributes)
+            or not (local_sampled_parent or _under_local_sampled(parent_context))
+            or not (type(attributes) is _Plain or _plain(attributes))
             or not self._processors_quiet()
         ):
             return self._tracer.start_span(
@@ -103,6 +110,10 @@ def span_writer(tracer: Tracer) -> SdkSpans | None:
     if isinstance(tracer, SdkTracer) and sdk_supports_writing():
         return SdkSpans(tracer)
     return None
+
+
+class _Plain(dict[str, Any]):
+    """Attributes :func:`_plain` accepted (see ``SdkSpans.prepare``)."""
 
 
 def _plain(attributes: Mapping[str, Any]) -> bool:
