@@ -498,7 +498,7 @@ class Recorder:
         if run.forks != _forks:  # begun before this process was forked: the parent ends it
             self._close(run, end_span=False)
             return
-        recording = run.span.is_recording()
+        recording = run.recording
         try:
             ended = time.perf_counter()
             duration = ended - run.started
@@ -542,7 +542,7 @@ class Recorder:
             # engine's objects the run refers to) is freed at once, not by the
             # cyclic garbage collector.
             run.token = run.context = None
-            if end_span:
+            if end_span and not run.unsampled:  # an unsampled run's span records nothing
                 run.span.end()
         except Exception as internal:
             report_internal_error("closing a span", internal)

@@ -219,7 +219,7 @@ class Run:
     @property
     def recording(self) -> bool:
         """Whether the run's span is sampled: work only a span would show can be skipped."""
-        return self.span.is_recording()
+        return not self.unsampled and self.span.is_recording()
 
     @property
     def reference(self) -> trace.SpanContext:
