@@ -16,8 +16,6 @@ async flows (at ``instrument()``)
 ``_exec`` of every class a node's class           the outermost call brackets the exec phase;
 inherits it from (at the first run of the         in a batch node, each inner call with
 class)                                            another argument is one item span
-``BaseNode.next``, ``Flow.start``                  a flow's graph changed: the graph read
-(at ``instrument()``)                             at its next run, not kept from the last
 ``exec``, ``exec_async``, ``exec_fallback``,      attempts: an ``exec`` call that raised and
 ``exec_fallback_async`` of every class that       is followed by another is a retry; a
 defines them (at the first run of the class)      fallback call ends the attempts
@@ -30,10 +28,8 @@ anywhere, every wrapper's first test sends it straight to the original.
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import threading
-import weakref
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
@@ -150,13 +146,6 @@ class _PocketFlowAdapter:
         self._max_retries: BoundedCache[Any, dict[str, Any]] = BoundedCache()
         self._class_names: dict[type, str] = {}
         self._kinds = _kinds_of(pocketflow)
-        # A flow's graph, read at its first run and kept until an edge or a start node
-        # changes through the engine's methods (``next``, ``start``): every run of a
-        # flow otherwise walks its whole graph again.
-        self._graphs: weakref.WeakKeyDictionary[Any, tuple[int, Any, FlowGraph]] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._graph_generation = 0
         self._engine_flows = frozenset(cls for cls, kind in self._kinds if kind.endswith("flow"))
 
     def install(self) -> None:
@@ -170,9 +159,6 @@ class _PocketFlowAdapter:
             self._wrap(owner, "_run_async", *run)
         self._wrap(pf.Flow, "_orch", *param_set)
         self._wrap(pf.AsyncFlow, "_orch_async", *param_set)
-        graph_changes = (self._graph_changes, None, None, _always)
-        self._wrap(pf.BaseNode, "next", *graph_changes)
-        self._wrap(pf.Flow, "start", *graph_changes)
 
     def uninstall(self) -> None:
         """Every original back on its class, latest first."""
@@ -233,7 +219,7 @@ class _PocketFlowAdapter:
             node,
             node_key=id(node.successors),
             attributes=start_attributes,
-            graph=(lambda: self._known_graph(node)) if info.is_flow else None,
+            graph=(lambda: self._graph(node)) if info.is_flow else None,
         )
         if run is None:
             return None
@@ -478,24 +464,6 @@ class _PocketFlowAdapter:
             self._class_infos[cls] = info
         return info
 
-    def _graph_changes(self, node: Any, args: tuple, kwargs: dict) -> None:
-        """An edge or a start node is set: every graph read so far may be out of date."""
-        self._graph_generation += 1
-
-    def _known_graph(self, flow: Any) -> FlowGraph:
-        """The flow's graph as last read, unless it may have changed since."""
-        generation, start = self._graph_generation, flow.start_node
-        try:
-            known = self._graphs.get(flow)
-        except TypeError:  # a flow class that cannot be hashed or weakly referenced
-            return self._graph(flow)
-        if known is not None and known[0] == generation and known[1] is start:
-            return known[2]
-        graph = self._graph(flow)
-        with contextlib.suppress(TypeError):
-            self._graphs[flow] = (generation, start, graph)
-        return graph
-
     def _graph(self, flow: Any) -> FlowGraph:
         """Nodes reachable from the start node, keyed like running copies are."""
         nodes: list[GraphNode] = []
@@ -539,11 +507,6 @@ def _attempt_attributes(state: _RunState) -> dict[str, Any]:
 def _fail(state: _RunState, error: BaseException) -> None:
     state.run.set_attributes(_attempt_attributes(state))
     state.run.fail(error)
-
-
-def _always() -> bool:
-    """The gate of wrappers that must see every call, suppressed or not."""
-    return True
 
 
 def _first_argument(args: tuple, kwargs: dict) -> Any:
