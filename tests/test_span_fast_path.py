@@ -41,6 +41,13 @@ CASES: dict[str, tuple[Mapping[str, Any], Mapping[str, Any], SpanLimits | None]]
         SpanLimits(max_span_attribute_length=16),
     ),
     "no start attributes": ({}, END, None),
+    "a tuple of strings": ({**START, "reads": ("a", "b")}, END, None),
+    "a tuple under the value-length limit": (
+        {"reads": ("a" * 40,)},
+        END,
+        SpanLimits(max_span_attribute_length=16),
+    ),
+    "a mixed tuple": (START, {"mixed": ("a", 1)}, None),
 }
 
 

@@ -10,13 +10,14 @@ dictionary, which is what the SDK does after cleaning them.
 
 When. Only where the result is the SDK's own, value for value:
 
-- values of those four exact types (``bool`` included), string keys, no string
-  longer than the span limit allows, and room for every key under the
-  attribute-count limit (so nothing is truncated or dropped: the SDK's own
-  accounting stays right); anything else goes through the SDK;
-- at a span's start, only for a child of a local sampled span under the SDK's
-  ``ParentBased`` sampler with its default always-on delegate for such spans
-  (the decision cannot depend on the attributes), with no links, and when
+- values of those four exact types (``bool`` included) or tuples of strings,
+  string keys, no string longer than the span limit allows, and room for every
+  key under the attribute-count limit (so nothing is truncated or dropped: the
+  SDK's own accounting stays right); anything else goes through the SDK;
+- at a span's start, only where the sampler's decision cannot depend on the
+  attributes (the SDK's always-on sampler; a child of a local sampled span
+  under the SDK's ``ParentBased`` with its default always-on delegate for such
+  spans), with no links, and when
   every span processor's ``on_start`` is one of the SDK's that do nothing
   (a processor that reads attributes when a span starts sees them as always);
   a root span, a flow's sampler by name (``REASONFLOW_OTEL_SAMPLING_RATIOS``)
@@ -53,7 +54,7 @@ class SdkSpans:
 
     def __init__(self, tracer: Tracer) -> None:
         self._tracer = tracer
-        self._quiet_children = _children_ignore_start_attributes(tracer)
+        self._blind = _attribute_blind(tracer)
         self._processors: Any = None  # the processors last found quiet at span start
         self._provider_processor = getattr(tracer, "span_processor", None)
 
@@ -73,8 +74,10 @@ class SdkSpans:
     ) -> Span:
         if (
             links
-            or not self._quiet_children
-            or not (local_sampled_parent or _under_local_sampled(parent_context))
+            or self._blind is None
+            or not (
+                local_sampled_parent or self._blind == "all" or _under_local_sampled(parent_context)
+            )
             or not (type(attributes) is _Plain or _plain(attributes))
             or not self._processors_quiet()
         ):
@@ -117,11 +120,14 @@ class _Plain(dict[str, Any]):
 
 
 def _plain(attributes: Mapping[str, Any]) -> bool:
-    """Non-empty string keys and values of the types the SDK keeps as they are."""
-    return (
-        _PLAIN_VALUES.issuperset(map(type, attributes.values()))
-        and _STR.issuperset(map(type, attributes))
-        and "" not in attributes
+    """Non-empty string keys and values the SDK keeps as they are (a ``str``, ``bool``,
+    ``int``, ``float`` or a tuple of strings)."""
+    if not _STR.issuperset(map(type, attributes)) or "" in attributes:
+        return False
+    values = attributes.values()
+    return _PLAIN_VALUES.issuperset(map(type, values)) or all(
+        type(value) in _PLAIN_VALUES or (type(value) is tuple and _STR.issuperset(map(type, value)))
+        for value in values
     )
 
 
@@ -157,8 +163,9 @@ def _fits(bounded: Any, stored: dict[str, Any], attributes: Mapping[str, Any]) -
     if limit is not None and len(stored) + len(attributes) > limit:
         return False
     longest = bounded.max_value_len
-    return longest is None or not any(
-        type(value) is str and len(value) > longest for value in attributes.values()
+    return longest is None or not any(  # the SDK cuts long strings, in tuples too
+        type(value) is tuple or (type(value) is str and len(value) > longest)
+        for value in attributes.values()
     )
 
 
@@ -168,16 +175,21 @@ def _under_local_sampled(parent_context: Context) -> bool:
     return span_context.is_valid and not span_context.is_remote and span_context.trace_flags.sampled
 
 
-def _children_ignore_start_attributes(tracer: Any) -> bool:
-    """The SDK's ``ParentBased`` sampler keeps every child of a local sampled span with its
-    always-on delegate: the decision never reads the attributes."""
+def _attribute_blind(tracer: Any) -> str | None:
+    """Which spans the tracer's sampler decides without reading their attributes:
+    ``"all"`` (the SDK's always-on sampler), ``"children"`` (the SDK's ``ParentBased``
+    keeps a child of a local sampled span with its default always-on delegate), or None."""
     from opentelemetry.sdk.trace.sampling import Decision, ParentBased, StaticSampler
 
+    def always_on(sampler: Any) -> bool:
+        return type(sampler) is StaticSampler and sampler._decision is Decision.RECORD_AND_SAMPLE
+
     sampler = getattr(tracer, "sampler", None)
-    if not isinstance(sampler, ParentBased):
-        return False
-    delegate = getattr(sampler, "_local_parent_sampled", None)
-    return type(delegate) is StaticSampler and delegate._decision is Decision.RECORD_AND_SAMPLE
+    if always_on(sampler):
+        return "all"
+    if isinstance(sampler, ParentBased) and always_on(sampler._local_parent_sampled):
+        return "children"
+    return None
 
 
 def _quiet_on_start(processor: Any) -> bool:
@@ -232,7 +244,7 @@ def _trial() -> tuple[list, list]:
         start = {"s": "node", "i": 3, "f": 0.5, "b": True}
         end = {"e": "end", "z": False}
         written = SdkSpans(tracer)
-        if not written._quiet_children:
+        if written._blind != "children":
             raise TypeError("the SDK's default sampler is not the ParentBased this was written for")
         for fast in (True, False):
             parent = tracer.start_span("parent")
