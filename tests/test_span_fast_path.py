@@ -68,7 +68,8 @@ def _spans_both_ways(
         parent = tracer.start_span("parent")
         parent_context = trace.set_span_in_context(parent)
         if fast:
-            child = writer.start("child", parent_context, writer.prepare(dict(start)), None)
+            own, more = dict(list(start.items())[:1]), dict(list(start.items())[1:])
+            child = writer.start("child", parent_context, writer.prepare(own), None, more=more)
             writer.set_attributes(child, end)
         else:
             child = tracer.start_span("child", parent_context, attributes=start)

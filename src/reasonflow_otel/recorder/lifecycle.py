@@ -76,8 +76,9 @@ class SpanWriter(Protocol):
         attributes: Mapping[str, Any],
         links: Sequence[Link] | None,
         local_sampled_parent: bool = False,
+        more: Mapping[str, Any] | None = None,
     ) -> Span:
-        """An INTERNAL span of ``parent_context`` with ``attributes``, started;
+        """An INTERNAL span of ``parent_context`` with ``attributes`` then ``more``, started;
         ``local_sampled_parent``: the caller knows its parent is a sampled span of ours."""
 
     def set_attributes(self, span: Span, attributes: Mapping[str, Any]) -> None:
@@ -101,9 +102,11 @@ class ApiSpans:
         attributes: Mapping[str, Any],
         links: Sequence[Link] | None,
         local_sampled_parent: bool = False,
+        more: Mapping[str, Any] | None = None,
     ) -> Span:
+        merged = {**attributes, **more} if more else attributes
         return self._tracer.start_span(
-            name, parent_context, SpanKind.INTERNAL, attributes=attributes, links=links
+            name, parent_context, SpanKind.INTERNAL, attributes=merged, links=links
         )
 
     @staticmethod
@@ -186,8 +189,8 @@ class Recorder:
         self._in_flight = in_flight_gauge(meter)
         self._in_flight.limit_series(limit)
         self._places: BoundedCache[Hashable, InFlight] = BoundedCache()  # the gauge's, by key
-        # Start attributes by (node, its start set, its id in the flow), each checked once.
-        self._start_attributes: BoundedCache[tuple[int, int, str | None], tuple] = BoundedCache()
+        # Each node's own span attributes, checked once (by the node's id, with the node).
+        self._prepared: BoundedCache[int, tuple[NodeInfo, Mapping[str, Any]]] = BoundedCache()
         cpu_time = meter.create_histogram(
             semconv.METRIC_NODE_CPU_TIME,
             unit="s",
@@ -252,13 +255,13 @@ class Recorder:
                 if parent is not None and parent_context is parent.context
                 else self._dropped(parent, parent_context)
             )
-            span_attributes = (
-                {}  # no span will carry them
+            own, more = (
+                ({}, None)  # no span will carry them
                 if dropped
                 else self._span_attributes(info, parent, parent_context, node_key, attributes)
             )
             self._open(
-                run, parent_context, span_attributes, attach=attach, dropped=dropped, links=links
+                run, parent_context, own, attach=attach, dropped=dropped, links=links, more=more
             )
             if graph is not None and run.span.is_recording():
                 self._describe_graph(run, graph)
@@ -327,35 +330,41 @@ class Recorder:
         parent_context: context.Context,
         node_key: Hashable,
         start_attributes: Mapping[str, Any] | None,
-    ) -> Mapping[str, Any]:
-        """A run's start attributes; without baggage, made once per node, id and start set."""
+    ) -> tuple[Mapping[str, Any], Mapping[str, Any] | None]:
+        """A run's start attributes: the node's own (prepared once per node, unless baggage
+        comes first), then this run's (the adapter's, its id in the flow)."""
+        if self._baggage:  # ours come last: a baggage entry cannot overwrite them
+            own: Mapping[str, Any] = {
+                **baggage_attributes(parent_context, self._baggage),
+                **info.attributes,
+            }
+        else:
+            known = self._prepared.get(id(info))
+            if known is None or known[0] is not info:  # the entry holds the info it is of
+                known = self._prepared[id(info)] = (info, self._spans.prepare(info.attributes))
+            own = known[1]
         node_id = None
         if parent is not None and parent.node_ids is not None:
             node_id = parent.node_ids.get(node_key)
-        if self._baggage:  # differs from run to run
-            attributes = baggage_attributes(parent_context, self._baggage)
-            return _start_attributes(attributes, info, start_attributes, node_id)
-        key = (id(info), id(start_attributes), node_id)
-        known = self._start_attributes.get(key)
-        # The entry holds the objects whose ids make its key: they are the same ones.
-        if known is not None and known[0] is info and known[1] is start_attributes:
-            return known[2]
-        attributes = _start_attributes({}, info, start_attributes, node_id)
-        prepared = self._spans.prepare(attributes)
-        self._start_attributes[key] = (info, start_attributes, prepared)
-        return prepared
+        if node_id is None:
+            return own, start_attributes
+        return own, {**start_attributes, semconv.NODE_ID: node_id} if start_attributes else {
+            semconv.NODE_ID: node_id
+        }
 
     def _open(
         self,
         run: Run,
         parent_context: context.Context,
-        attributes: dict[str, Any],
+        attributes: Mapping[str, Any],
         span_name: str | None = None,
         *,
         attach: bool = True,
         dropped: bool | None = None,
         links: Iterable[Run | trace.SpanContext] = (),
+        more: Mapping[str, Any] | None = None,
     ) -> None:
+        """Start the run's span (``more``: attributes after ``attributes``) and its context."""
         if dropped is None:
             dropped = self._dropped(run.parent, parent_context)
         if dropped:
@@ -369,6 +378,7 @@ class Recorder:
                 attributes,
                 _links(links) if links else None,
                 _sampled_parent(run.parent, parent_context),
+                more,
             )
             run.unsampled = (
                 self._drops_unsampled_children
@@ -624,22 +634,6 @@ class Recorder:
         if error_type is None:
             return group.series(place, attributes)
         return group.series((place, error_type), _with_error(attributes, error_type))
-
-
-def _start_attributes(
-    attributes: dict[str, Any],
-    info: NodeInfo,
-    start_attributes: Mapping[str, Any] | None,
-    node_id: str | None,
-) -> dict[str, Any]:
-    """``attributes`` (baggage entries) with ours after them: a baggage entry cannot overwrite
-    them."""
-    attributes.update(info.attributes)
-    if start_attributes:
-        attributes.update(start_attributes)
-    if node_id is not None:
-        attributes[semconv.NODE_ID] = node_id
-    return attributes
 
 
 def _sampled_parent(parent: Run | None, parent_context: context.Context) -> bool:

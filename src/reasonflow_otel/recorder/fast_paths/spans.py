@@ -61,7 +61,7 @@ class SdkSpans:
     @staticmethod
     def prepare(attributes: Mapping[str, Any]) -> Mapping[str, Any]:
         """``attributes`` checked once, for a set the recorder gives again and again (a
-        place's start attributes); the caller never changes it afterwards."""
+        node's own attributes); the caller never changes it afterwards."""
         return _Plain(attributes) if _plain(attributes) else attributes
 
     def start(
@@ -71,22 +71,27 @@ class SdkSpans:
         attributes: Mapping[str, Any],
         links: Sequence[Link] | None,
         local_sampled_parent: bool = False,
+        more: Mapping[str, Any] | None = None,
     ) -> Span:
+        plain = type(attributes) is _Plain
+        if more and not (plain and attributes.keys().isdisjoint(more) and _plain(more)):
+            attributes, more, plain = {**attributes, **more}, None, False
         if (
             links
             or self._blind is None
             or not (
                 local_sampled_parent or self._blind == "all" or _under_local_sampled(parent_context)
             )
-            or not (type(attributes) is _Plain or _plain(attributes))
+            or not (plain or _plain(attributes))
             or not self._processors_quiet()
         ):
+            merged = {**attributes, **more} if more else attributes
             return self._tracer.start_span(
-                name, parent_context, SpanKind.INTERNAL, attributes=attributes, links=links
+                name, parent_context, SpanKind.INTERNAL, attributes=merged, links=links
             )
         span = self._tracer.start_span(name, parent_context, SpanKind.INTERNAL)
-        if attributes and not _write(span, attributes):
-            span.set_attributes(attributes)  # over a limit: the SDK drops or cuts as it does
+        if not _write(span, attributes, more):  # over a limit: the SDK drops or cuts
+            span.set_attributes({**attributes, **more} if more else attributes)
         return span
 
     @staticmethod
@@ -125,25 +130,35 @@ def _plain(attributes: Mapping[str, Any]) -> bool:
     if not _STR.issuperset(map(type, attributes)) or "" in attributes:
         return False
     values = attributes.values()
-    return _PLAIN_VALUES.issuperset(map(type, values)) or all(
-        type(value) in _PLAIN_VALUES or (type(value) is tuple and _STR.issuperset(map(type, value)))
-        for value in values
-    )
+    if _PLAIN_VALUES.issuperset(map(type, values)):
+        return True
+    for value in values:
+        kind = type(value)
+        if kind not in _PLAIN_VALUES and not (kind is tuple and _STR.issuperset(map(type, value))):
+            return False
+    return True
 
 
-def _write(span: Any, attributes: Mapping[str, Any]) -> bool:
-    """Put clean ``attributes`` in a span no other thread can see yet; False if the SDK
-    would drop, cut or reorder one (over a limit, a key already set)."""
+def _write(span: Any, attributes: Mapping[str, Any], more: Mapping[str, Any] | None) -> bool:
+    """Put clean attributes in a span no other thread can see yet; False if the SDK would
+    drop or cut one (over a limit)."""
     bounded = span._attributes
     stored = bounded._dict
-    if not _fits(bounded, stored, attributes):
+    if not more:
+        more = {}
+    if not (
+        _fits(bounded, stored, attributes, len(more))
+        and _fits(bounded, stored, more, len(attributes))
+    ):
         return False
     stored.update(attributes)
+    stored.update(more)
     return True
 
 
 def _write_locked(span: Any, attributes: Mapping[str, Any]) -> bool:
-    """:func:`_write` on a span other threads may hold, while it is not ended."""
+    """Put clean ``attributes`` in a span other threads may hold, while it is not ended;
+    False if the SDK would drop, cut or reorder one (over a limit, a key already set)."""
     bounded = getattr(span, "_attributes", None)
     if bounded is None or getattr(span, "_end_time", 0) is not None:
         return False  # not an SDK span, or ended: the SDK warns
@@ -155,12 +170,15 @@ def _write_locked(span: Any, attributes: Mapping[str, Any]) -> bool:
     return True
 
 
-def _fits(bounded: Any, stored: dict[str, Any], attributes: Mapping[str, Any]) -> bool:
-    """No key already present (the SDK moves it last), under both limits."""
-    if not stored.keys().isdisjoint(attributes):
+def _fits(
+    bounded: Any, stored: dict[str, Any], attributes: Mapping[str, Any], others: int = 0
+) -> bool:
+    """No key already present (the SDK moves it last), under both limits with ``others``
+    attributes more to come."""
+    if stored and not stored.keys().isdisjoint(attributes):
         return False
     limit = bounded.maxlen
-    if limit is not None and len(stored) + len(attributes) > limit:
+    if limit is not None and len(stored) + len(attributes) + others > limit:
         return False
     longest = bounded.max_value_len
     return longest is None or not any(  # the SDK cuts long strings, in tuples too
