@@ -189,8 +189,10 @@ class Recorder:
         self._in_flight = in_flight_gauge(meter)
         self._in_flight.limit_series(limit)
         self._places: BoundedCache[Hashable, InFlight] = BoundedCache()  # the gauge's, by key
-        # Each node's own span attributes, checked once (by the node's id, with the node).
-        self._prepared: BoundedCache[int, tuple[NodeInfo, Mapping[str, Any]]] = BoundedCache()
+        # Each node's own span attributes with its id in the flow, checked once.
+        self._prepared: BoundedCache[tuple[int, str | None], tuple[NodeInfo, Mapping[str, Any]]] = (
+            BoundedCache()
+        )
         cpu_time = meter.create_histogram(
             semconv.METRIC_NODE_CPU_TIME,
             unit="s",
@@ -331,26 +333,20 @@ class Recorder:
         node_key: Hashable,
         start_attributes: Mapping[str, Any] | None,
     ) -> tuple[Mapping[str, Any], Mapping[str, Any] | None]:
-        """A run's start attributes: the node's own (prepared once per node, unless baggage
-        comes first), then this run's (the adapter's, its id in the flow)."""
-        if self._baggage:  # ours come last: a baggage entry cannot overwrite them
-            own: Mapping[str, Any] = {
-                **baggage_attributes(parent_context, self._baggage),
-                **info.attributes,
-            }
-        else:
-            known = self._prepared.get(id(info))
-            if known is None or known[0] is not info:  # the entry holds the info it is of
-                known = self._prepared[id(info)] = (info, self._spans.prepare(info.attributes))
-            own = known[1]
+        """A run's start attributes: the node's own and its id in the flow (prepared once per
+        node and id, unless baggage comes first), then the adapter's for this run."""
         node_id = None
         if parent is not None and parent.node_ids is not None:
             node_id = parent.node_ids.get(node_key)
-        if node_id is None:
-            return own, start_attributes
-        return own, {**start_attributes, semconv.NODE_ID: node_id} if start_attributes else {
-            semconv.NODE_ID: node_id
-        }
+        if self._baggage:  # ours come after: a baggage entry cannot overwrite them
+            own = baggage_attributes(parent_context, self._baggage)
+            return _with_id({**own, **info.attributes}, node_id), start_attributes
+        key = (id(info), node_id)
+        known = self._prepared.get(key)
+        if known is None or known[0] is not info:  # the entry holds the info it is of
+            prepared = self._spans.prepare(_with_id(dict(info.attributes), node_id))
+            known = self._prepared[key] = (info, prepared)
+        return known[1], start_attributes
 
     def _open(
         self,
@@ -634,6 +630,12 @@ class Recorder:
         if error_type is None:
             return group.series(place, attributes)
         return group.series((place, error_type), _with_error(attributes, error_type))
+
+
+def _with_id(attributes: dict[str, Any], node_id: str | None) -> dict[str, Any]:
+    if node_id is not None:
+        attributes[semconv.NODE_ID] = node_id
+    return attributes
 
 
 def _sampled_parent(parent: Run | None, parent_context: context.Context) -> bool:
