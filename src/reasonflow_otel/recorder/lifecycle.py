@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from opentelemetry import context, trace
 from opentelemetry.metrics import Histogram, Meter
-from opentelemetry.trace import Link, Span, SpanKind, Tracer
+from opentelemetry.trace import Link, Tracer
 
 from reasonflow_otel import semconv
 from reasonflow_otel.guard import report_internal_error
@@ -37,6 +37,7 @@ from reasonflow_otel.recorder.histograms import HistogramSeries, RecordingGroup
 from reasonflow_otel.recorder.in_flight import InFlight, in_flight_gauge
 from reasonflow_otel.recorder.model import RUN_KEY, FlowGraph, NodeInfo, Run
 from reasonflow_otel.recorder.probe import ResourceProbe, make_probe
+from reasonflow_otel.recorder.spans import ApiSpans
 from reasonflow_otel.settings import Settings
 
 # Items of one batch may start on several threads at once (a pool mapping ``_exec``).
@@ -59,59 +60,8 @@ class FastPaths(Protocol):
     def drops_unsampled_children(self, tracer: Tracer) -> bool:
         """Whether ``tracer`` drops every span whose local parent was not sampled."""
 
-    def span_writer(self, tracer: Tracer) -> SpanWriter | None:
+    def span_writer(self, tracer: Tracer) -> ApiSpans | None:
         """What starts ``tracer``'s spans and sets their attributes faster (None: the API)."""
-
-
-class SpanWriter(Protocol):
-    """Starts spans and sets attributes the recorder made, as the tracer's own calls would."""
-
-    def prepare(self, attributes: Mapping[str, Any]) -> Mapping[str, Any]:
-        """``attributes``, made ready to start many spans with (never changed afterwards)."""
-
-    def start(
-        self,
-        name: str,
-        parent_context: context.Context,
-        attributes: Mapping[str, Any],
-        links: Sequence[Link] | None,
-        local_sampled_parent: bool = False,
-        more: Mapping[str, Any] | None = None,
-    ) -> Span:
-        """An INTERNAL span of ``parent_context`` with ``attributes`` then ``more``, started;
-        ``local_sampled_parent``: the caller knows its parent is a sampled span of ours."""
-
-    def set_attributes(self, span: Span, attributes: Mapping[str, Any]) -> None:
-        """``span.set_attributes(attributes)``."""
-
-
-class ApiSpans:
-    """Spans and their attributes through the API's calls."""
-
-    def __init__(self, tracer: Tracer) -> None:
-        self._tracer = tracer
-
-    @staticmethod
-    def prepare(attributes: Mapping[str, Any]) -> Mapping[str, Any]:
-        return attributes
-
-    def start(
-        self,
-        name: str,
-        parent_context: context.Context,
-        attributes: Mapping[str, Any],
-        links: Sequence[Link] | None,
-        local_sampled_parent: bool = False,
-        more: Mapping[str, Any] | None = None,
-    ) -> Span:
-        merged = {**attributes, **more} if more else attributes
-        return self._tracer.start_span(
-            name, parent_context, SpanKind.INTERNAL, attributes=merged, links=links
-        )
-
-    @staticmethod
-    def set_attributes(span: Span, attributes: Mapping[str, Any]) -> None:
-        span.set_attributes(attributes)
 
 
 class ApiOnly:
@@ -130,7 +80,7 @@ class ApiOnly:
         return False
 
     @staticmethod
-    def span_writer(tracer: Tracer) -> SpanWriter | None:
+    def span_writer(tracer: Tracer) -> ApiSpans | None:
         return None
 
 
@@ -149,7 +99,7 @@ class Recorder:
         fast_paths = fast_paths or ApiOnly()
         self._tracer = tracer
         self._drops_unsampled_children = fast_paths.drops_unsampled_children(tracer)
-        self._spans: SpanWriter = fast_paths.span_writer(tracer) or ApiSpans(tracer)
+        self._spans: ApiSpans = fast_paths.span_writer(tracer) or ApiSpans(tracer)
         self._top_level_run_ended = top_level_run_ended
         self.settings = settings  # adapters read engine-specific settings here
         self._probe: ResourceProbe = make_probe(settings.resource_probe)

@@ -57,7 +57,6 @@ from __future__ import annotations
 
 import collections
 import functools
-import logging
 import math
 import threading
 import weakref
@@ -70,10 +69,9 @@ from opentelemetry.context import Context
 from opentelemetry.metrics import Histogram, Meter
 
 from reasonflow_otel.recorder.bounded import DEFAULT_CARDINALITY_LIMIT
+from reasonflow_otel.recorder.fast_paths import trials
 from reasonflow_otel.recorder.histograms import HistogramSeries, RecordingGroup
 from reasonflow_otel.recorder.in_flight import in_flight_gauge
-
-_logger = logging.getLogger(__name__)
 
 # Entries queued before the recording thread merges them itself: bounds memory
 # between collections (a few hundred kilobytes per group).
@@ -329,22 +327,9 @@ def sdk_supports_merging() -> bool:
     1.44, the lowest of our range, lacks the internals, so the line is
     informational: the data is the same.
     """
-    try:
-        merged, recorded = _trial()
-    except Exception as error:  # an attribute renamed, a signature changed...
-        _logger.info(
-            "reasonflow-otel: the OpenTelemetry SDK's metric internals are not as expected (%r); "
-            "histograms are recorded one by one (slower, same data)",
-            error,
-        )
-        return False
-    if merged != recorded:
-        _logger.info(
-            "reasonflow-otel: merged histogram points differ from recorded ones with this "
-            "OpenTelemetry SDK; histograms are recorded one by one (slower, same data)"
-        )
-        return False
-    return True
+    return trials.agrees(
+        _trial, "metric internals", "histograms are recorded one by one (slower, same data)"
+    )
 
 
 def _trial() -> tuple[list, list]:

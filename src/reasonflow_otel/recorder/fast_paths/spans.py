@@ -34,7 +34,6 @@ line and the SDK's own calls everywhere.
 from __future__ import annotations
 
 import functools
-import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -42,18 +41,19 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, Span, SpanKind, Tracer
 
-_logger = logging.getLogger(__name__)
+from reasonflow_otel.recorder.fast_paths import trials
+from reasonflow_otel.recorder.spans import ApiSpans
 
 # Attribute values the SDK keeps as they are: written without cleaning.
 _PLAIN_VALUES = frozenset({str, bool, int, float})
 _STR = frozenset({str})
 
 
-class SdkSpans:
+class SdkSpans(ApiSpans):
     """The SDK's spans, given attributes the recorder made without a second cleaning."""
 
     def __init__(self, tracer: Tracer) -> None:
-        self._tracer = tracer
+        super().__init__(tracer)
         self._blind = _attribute_blind(tracer)
         self._processors: Any = None  # the processors last found quiet at span start
         self._provider_processor = getattr(tracer, "span_processor", None)
@@ -85,10 +85,7 @@ class SdkSpans:
             or not (plain or _plain(attributes))
             or not self._processors_quiet()
         ):
-            merged = {**attributes, **more} if more else attributes
-            return self._tracer.start_span(
-                name, parent_context, SpanKind.INTERNAL, attributes=merged, links=links
-            )
+            return super().start(name, parent_context, attributes, links, more=more)
         span = self._tracer.start_span(name, parent_context, SpanKind.INTERNAL)
         if not _write(span, attributes, more):  # over a limit: the SDK drops or cuts
             span.set_attributes({**attributes, **more} if more else attributes)
@@ -229,22 +226,9 @@ def _quiet_on_start(processor: Any) -> bool:
 @functools.cache
 def sdk_supports_writing() -> bool:
     """Whether spans written here export what the SDK's own calls export (checked once)."""
-    try:
-        written, made = _trial()
-    except Exception as error:  # an attribute renamed, a signature changed...
-        _logger.info(
-            "reasonflow-otel: the OpenTelemetry SDK's span internals are not as expected (%r); "
-            "span attributes go through the SDK's calls (slower, same data)",
-            error,
-        )
-        return False
-    if written != made:
-        _logger.info(
-            "reasonflow-otel: span attributes written directly differ from the SDK's with this "
-            "OpenTelemetry SDK; span attributes go through the SDK's calls (slower, same data)"
-        )
-        return False
-    return True
+    return trials.agrees(
+        _trial, "span internals", "span attributes go through the SDK's calls (slower, same data)"
+    )
 
 
 def _trial() -> tuple[list, list]:
