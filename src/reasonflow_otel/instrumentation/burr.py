@@ -136,6 +136,9 @@ class _BurrAdapter:
         self._by_state: weakref.WeakValueDictionary[int, _Unresolved] = (
             weakref.WeakValueDictionary()
         )
+        # Its keys in a plain dict: ``get_next_node``'s gate, asked several times per step,
+        # is then one C call (entries of collected apps go at the next ask with none left).
+        self._awaiting: dict[int, None] = {}
 
     def install(self) -> None:
         app_call = {"end": self._end_call, "fail": self._fail_call}
@@ -166,7 +169,7 @@ class _BurrAdapter:
             self._resolving,
             self._resolved,
             _ignore,
-            gate=self._awaits,
+            gate=self._awaiting.__len__,
         )
         for name in _STREAMED_STEPS:  # the generator is replaced: wrapt itself, no bracket
             wrap_function_wrapper(_APPLICATION, name, self._streamed_step)
@@ -358,6 +361,7 @@ class _BurrAdapter:
         self._settle(app)
         unresolved = self._unresolved[app] = _Unresolved(app, run, run.info.name, state)
         self._by_state[id(state)] = unresolved
+        self._awaiting[id(state)] = None
         run.end(successor_later=True)
 
     def _state_changed(self, run: Run, changed_keys: tuple[str, ...]) -> None:
@@ -369,15 +373,14 @@ class _BurrAdapter:
 
     # --- Successors: what Burr itself resolves after a step ------------------------------------
 
-    def _awaits(self) -> bool:
-        return bool(self._unresolved)
-
     def _resolving(self, graph: Any, args: tuple, kwargs: dict) -> _Unresolved | None:
         """``get_next_node(prior_step, state, entrypoint)`` from the state a step produced."""
         prior_step = args[0] if args else kwargs.get("prior_step")
         state = args[1] if len(args) > 1 else kwargs.get("state")
         unresolved = self._by_state.get(id(state))
         if unresolved is None or unresolved.state is not state or unresolved.action != prior_step:
+            if not self._by_state:  # what is left belongs to apps collected unresolved
+                self._awaiting.clear()
             return None
         return unresolved
 
@@ -385,7 +388,7 @@ class _BurrAdapter:
         app = unresolved.app()
         if app is not None and self._unresolved.get(app) is unresolved:
             del self._unresolved[app]
-            self._by_state.pop(id(unresolved.state), None)
+            self._forget_state(unresolved)
             name = semconv.SUCCESSOR_END if following is None else str(following.name)
             unresolved.run.resolve_successor(name)
 
@@ -393,8 +396,12 @@ class _BurrAdapter:
         """The app's last step keeps no successor Burr did not resolve (its span ends)."""
         unresolved = self._unresolved.pop(app, None)
         if unresolved is not None:
-            self._by_state.pop(id(unresolved.state), None)
+            self._forget_state(unresolved)
             unresolved.run.resolve_successor(None)
+
+    def _forget_state(self, unresolved: _Unresolved) -> None:
+        self._by_state.pop(id(unresolved.state), None)
+        self._awaiting.pop(id(unresolved.state), None)
 
     # --- Streamed actions ------------------------------------------------------------------
 
