@@ -60,6 +60,8 @@ _instruments = ("apache-burr >= 0.40, < 0.50",)
 _APPLICATION = "burr.core.application"
 _ACTION = "burr.core.action"
 _GRAPH = "burr.core.graph"
+# States awaiting their successor kept before those of collected apps are dropped.
+_AWAITING_BOUND = 1024
 _TRACING = "burr.visibility.tracing"
 _CALLS = ("Application.run", "Application.step", "Application.arun", "Application.astep")
 _ITERATIONS = (
@@ -137,7 +139,7 @@ class _BurrAdapter:
             weakref.WeakValueDictionary()
         )
         # Its keys in a plain dict: ``get_next_node``'s gate, asked several times per step,
-        # is then one C call (entries of collected apps go at the next ask with none left).
+        # is then one C call (a collected app's entry goes when its state is asked about).
         self._awaiting: dict[int, None] = {}
 
     def install(self) -> None:
@@ -362,6 +364,8 @@ class _BurrAdapter:
         unresolved = self._unresolved[app] = _Unresolved(app, run, run.info.name, state)
         self._by_state[id(state)] = unresolved
         self._awaiting[id(state)] = None
+        if len(self._awaiting) > _AWAITING_BOUND:
+            self._prune_awaiting()
         run.end(successor_later=True)
 
     def _state_changed(self, run: Run, changed_keys: tuple[str, ...]) -> None:
@@ -377,10 +381,13 @@ class _BurrAdapter:
         """``get_next_node(prior_step, state, entrypoint)`` from the state a step produced."""
         prior_step = args[0] if args else kwargs.get("prior_step")
         state = args[1] if len(args) > 1 else kwargs.get("state")
+        if id(state) not in self._awaiting:  # another app's step awaits: not this state
+            return None
         unresolved = self._by_state.get(id(state))
-        if unresolved is None or unresolved.state is not state or unresolved.action != prior_step:
-            if not self._by_state:  # what is left belongs to apps collected unresolved
-                self._awaiting.clear()
+        if unresolved is None:  # its app was collected unresolved
+            self._awaiting.pop(id(state), None)
+            return None
+        if unresolved.state is not state or unresolved.action != prior_step:
             return None
         return unresolved
 
@@ -398,6 +405,13 @@ class _BurrAdapter:
         if unresolved is not None:
             self._forget_state(unresolved)
             unresolved.run.resolve_successor(None)
+
+    def _prune_awaiting(self) -> None:
+        """Drop the states of apps collected while their step awaited a successor."""
+        live = dict.fromkeys(list(self._by_state.keys()))
+        if len(live) * 2 < len(self._awaiting):
+            self._awaiting.clear()  # the same dict: the gate holds its ``__len__``
+            self._awaiting.update(live)
 
     def _forget_state(self, unresolved: _Unresolved) -> None:
         self._by_state.pop(id(unresolved.state), None)

@@ -485,7 +485,7 @@ class Recorder:
         try:
             end_time, run.end_time = run.end_time, None
             if successor is not None:
-                run.span.set_attribute(semconv.NODE_SUCCESSOR, successor)
+                self._spans.set_attributes(run.span, {semconv.NODE_SUCCESSOR: successor})
             run.span.end(end_time=end_time)
         except Exception as internal:
             report_internal_error("ending a span", internal)
