@@ -161,3 +161,16 @@ def test_plain_attributes_skip_the_sdks_cleaning(monkeypatch: pytest.MonkeyPatch
     writer.set_attributes(child, END)
     assert [attributes for attributes in cleaned if attributes] == []
     assert dict(child.attributes) == {**START, **END}
+
+
+def test_a_processor_added_later_is_looked_at_before_the_next_span() -> None:
+    provider = TracerProvider(sampler=ParentBased(ALWAYS_ON))
+    tracer = provider.get_tracer("test")
+    writer = span_writer(tracer)
+    assert writer is not None
+    parent_context = trace.set_span_in_context(tracer.start_span("parent"))
+    writer.start("before", parent_context, writer.prepare(dict(START)), None).end()
+    seen = StartAttributesSeen()
+    provider.add_span_processor(seen)
+    writer.start("after", parent_context, writer.prepare(dict(START)), None).end()
+    assert seen.seen["after"] == START

@@ -55,7 +55,8 @@ class SdkSpans(ApiSpans):
     def __init__(self, tracer: Tracer) -> None:
         super().__init__(tracer)
         self._blind = _attribute_blind(tracer)
-        self._processors: Any = None  # the processors last found quiet at span start
+        self._processors: Any = None  # the processors last looked at, and whether
+        self._quiet = False  # each of them ignores a span's start
         self._provider_processor = getattr(tracer, "span_processor", None)
 
     @staticmethod
@@ -97,15 +98,13 @@ class SdkSpans(ApiSpans):
             span.set_attributes(attributes)
 
     def _processors_quiet(self) -> bool:
-        """Every span processor ignores a span's start; the answer is kept until one is added."""
+        """Every span processor ignores a span's start; the answer is kept until the
+        provider's processors change (one is added)."""
         processors = getattr(self._provider_processor, "_span_processors", None)
-        if processors is None:
-            return False
         if processors is not self._processors:
-            if not all(_quiet_on_start(processor) for processor in processors):
-                return False
+            self._quiet = processors is not None and all(map(_quiet_on_start, processors))
             self._processors = processors
-        return True
+        return self._quiet
 
 
 def span_writer(tracer: Tracer) -> SdkSpans | None:
