@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import io
 import sys
 import time
@@ -416,3 +417,36 @@ def test_retries_wait_exactly_as_the_engine_does(monkeypatch, make_telemetry, sc
 
     assert traced == bare
     assert [entry for entry in bare.trail if entry.startswith("sleep")] == sleeps
+
+
+class Freed(pocketflow.Node):
+    """A node that says when the engine's copy of it is freed."""
+
+    freed = 0
+
+    def __del__(self) -> None:
+        type(self).freed += 1
+
+
+@pytest.mark.parametrize("sampled", [True, False], ids=["sampled", "unsampled"])
+def test_the_engines_node_copies_are_freed_when_they_end_not_by_the_garbage_collector(
+    make_telemetry, sampled
+):
+    """No reference cycle per run: with the cyclic collector off, every copy PocketFlow
+    made of a node is freed as the run ends, as it is without instrumentation."""
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
+
+    make_telemetry(sampler=ALWAYS_ON if sampled else ALWAYS_OFF)
+    first = Freed()
+    first >> Freed() >> Freed()
+    flow = pocketflow.Flow(start=first)
+    gc.collect()
+    gc.disable()
+    try:
+        Freed.freed = 0
+        for _ in range(5):
+            flow.run({})
+        freed = Freed.freed
+    finally:
+        gc.enable()
+    assert freed == 15  # 5 runs of 3 copies

@@ -17,15 +17,17 @@ When. Only where the result is the SDK's own, value for value:
 - at a span's start, only where the sampler's decision cannot depend on the
   attributes (the SDK's always-on sampler; a child of a local sampled span
   under the SDK's ``ParentBased`` with its default always-on delegate for such
-  spans), with no links, and when
-  every span processor's ``on_start`` is one of the SDK's that do nothing
-  (a processor that reads attributes when a span starts sees them as always);
+  spans), with no links, and when every span processor's ``on_start`` is one
+  of the SDK's that do nothing (a processor that reads attributes when a span
+  starts sees them as always);
   a root span, a flow's sampler by name (``REASONFLOW_OTEL_SAMPLING_RATIOS``)
   and any other sampler or processor get the attributes through ``start_span``;
-- later, on a span not yet ended, under the attribute mapping's own lock.
+- later, on a span not yet ended, under the span's lock and the attribute
+  mapping's, as ``set_attributes`` takes them.
 
-The SDK's internals this touches (``Span._attributes``, a ``BoundedAttributes``
-with ``_dict``, ``maxlen``, ``max_value_len``, ``_lock``) are checked once per
+The SDK's internals this touches (``Span._attributes``, ``_lock`` and
+``_end_time``; a ``BoundedAttributes`` with ``_dict``, ``maxlen``,
+``max_value_len`` and ``_lock``) are checked once per
 process: :func:`sdk_supports_writing` makes spans both ways on a throwaway
 provider and compares what they export. Any difference or error means one log
 line and the SDK's own calls everywhere.
@@ -153,16 +155,21 @@ def _write(span: Any, attributes: Mapping[str, Any], more: Mapping[str, Any] | N
 
 
 def _write_locked(span: Any, attributes: Mapping[str, Any]) -> bool:
-    """Put clean ``attributes`` in a span other threads may hold, while it is not ended;
-    False if the SDK would drop, cut or reorder one (over a limit, a key already set)."""
+    """Put clean ``attributes`` in a span other threads may hold, while it is not ended
+    (under the span's lock, as ``set_attributes``); False if the SDK would drop, cut or
+    reorder one (over a limit, a key already set), or warn (ended)."""
     bounded = getattr(span, "_attributes", None)
-    if bounded is None or getattr(span, "_end_time", 0) is not None:
-        return False  # not an SDK span, or ended: the SDK warns
-    with bounded._lock:
-        stored = bounded._dict
-        if not _fits(bounded, stored, attributes):
+    lock = getattr(span, "_lock", None)
+    if bounded is None or lock is None:  # not an SDK span
+        return False
+    with lock:
+        if span._end_time is not None:
             return False
-        stored.update(attributes)
+        with bounded._lock:
+            stored = bounded._dict
+            if not _fits(bounded, stored, attributes):
+                return False
+            stored.update(attributes)
     return True
 
 
