@@ -109,6 +109,14 @@ class Recorder:
         self._errors = ErrorMapping()
         # Phase boundaries are timed only when something shows them.
         self.times_phases = settings.phase_durations or settings.phase_spans
+        # What each node needs again at every run, found once: its place (the in-flight
+        # gauge's, by key), its own span attributes with its id in the flow (checked
+        # once), the histogram series of its place's successful runs.
+        self._places: BoundedCache[Hashable, InFlight] = BoundedCache()
+        self._prepared: BoundedCache[tuple[int, str | None], tuple[NodeInfo, Mapping[str, Any]]] = (
+            BoundedCache()
+        )
+        self._node_series: dict[InFlight, HistogramSeries] = {}  # places are capped, so is this
         self._create_instruments(meter, fast_paths)
 
     def _create_instruments(self, meter: Meter, fast_paths: FastPaths) -> None:
@@ -138,11 +146,6 @@ class Recorder:
         }
         self._in_flight = in_flight_gauge(meter)
         self._in_flight.limit_series(limit)
-        self._places: BoundedCache[Hashable, InFlight] = BoundedCache()  # the gauge's, by key
-        # Each node's own span attributes with its id in the flow, checked once.
-        self._prepared: BoundedCache[tuple[int, str | None], tuple[NodeInfo, Mapping[str, Any]]] = (
-            BoundedCache()
-        )
         cpu_time = meter.create_histogram(
             semconv.METRIC_NODE_CPU_TIME,
             unit="s",
@@ -158,8 +161,6 @@ class Recorder:
         if self._probe.measures:
             node_histograms += [cpu_time, memory_growth]
         self._node_points = fast_paths.histogram_group(meter, node_histograms, limit)
-        # The series of each place's successful runs (places are capped, so is this).
-        self._node_series: dict[InFlight, HistogramSeries] = {}
         self._flow_points = fast_paths.histogram_group(meter, [flow_duration], limit)
 
     # --- What an adapter declares and asks ---------------------------------------------
