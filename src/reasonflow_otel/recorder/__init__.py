@@ -11,7 +11,8 @@ in ``__all__`` is public and kept stable; nothing else under
 
 - ``model``: what runs and a run in progress; ``lifecycle``: the ``Recorder``;
   ``errors``: failures and declared control flow; ``wrapping``: the wrapper;
-  ``histograms``: the one SDK-specific module (fast paths handed to the recorder).
+  ``histograms``, ``spans``: points and spans through the API's calls;
+  ``fast_paths``: the one SDK-specific package (fast paths handed to the recorder).
 """
 
 from reasonflow_otel.recorder.bounded import BoundedCache
