@@ -267,9 +267,8 @@ class _PocketFlowAdapter:
         if not run.recording:  # nothing below would show
             run.end()
             return
-        if self._captured:
-            self._capture(run, "post", action)
-        attributes = {semconv.NODE_FALLBACK: state.fallback} if state.attempts else {}
+        self._capture(run, "post", action)
+        attributes = _attempt_attributes(state)
         action_name = "default" if action is None else action if isinstance(action, str) else None
         if action_name is not None:
             attributes[semconv.NODE_ACTION] = action_name
@@ -450,7 +449,10 @@ class _PocketFlowAdapter:
 
     def _info(self, node: Any) -> NodeInfo:
         cls = type(node)
-        if "name" not in node.__dict__:  # named by its class alone: one lookup
+        # Named by its class alone (no name of its own, not an engine flow named after its
+        # start node): one lookup.
+        by_class = "name" not in node.__dict__ and cls not in self._engine_flows
+        if by_class:
             info = self._class_infos.get(cls)
             if info is not None:
                 return info
@@ -460,7 +462,7 @@ class _PocketFlowAdapter:
             kind = next(kind for base, kind in self._kinds if isinstance(node, base))
             info = NodeInfo(ENGINE, name, cls.__name__, kind, is_flow=kind.endswith("flow"))
             self._infos[(cls, name)] = info
-        if "name" not in node.__dict__ and cls not in self._engine_flows:
+        if by_class:
             self._class_infos[cls] = info
         return info
 

@@ -203,11 +203,7 @@ class Recorder:
             flow_name = info.name if info.is_flow else (parent.flow_name if parent else None)
             run = Run(self, info, parent, flow_name, _forks)
             run.owner = owner
-            dropped = (  # a child in its parent's context takes the parent's answer
-                parent.unsampled
-                if parent is not None and parent_context is parent.context
-                else self._dropped(parent, parent_context)
-            )
+            dropped = self._dropped(parent, parent_context)
             own, more = (
                 ({}, None)  # no span will carry them
                 if dropped

@@ -57,8 +57,9 @@ class SdkSpans(ApiSpans):
     def __init__(self, tracer: Tracer) -> None:
         super().__init__(tracer)
         self._blind = _attribute_blind(tracer)
-        self._processors: Any = None  # the processors last looked at, and whether
-        self._quiet = False  # each of them ignores a span's start
+        # The processors last looked at and whether each ignores a span's start (one
+        # tuple: threads read and replace it whole).
+        self._checked: tuple[Any, bool] = (None, False)
         self._provider_processor = getattr(tracer, "span_processor", None)
 
     @staticmethod
@@ -103,10 +104,11 @@ class SdkSpans(ApiSpans):
         """Every span processor ignores a span's start; the answer is kept until the
         provider's processors change (one is added)."""
         processors = getattr(self._provider_processor, "_span_processors", None)
-        if processors is not self._processors:
-            self._quiet = processors is not None and all(map(_quiet_on_start, processors))
-            self._processors = processors
-        return self._quiet
+        checked, quiet = self._checked
+        if processors is not checked:
+            quiet = processors is not None and all(map(_quiet_on_start, processors))
+            self._checked = (processors, quiet)
+        return quiet
 
 
 def span_writer(tracer: Tracer) -> SdkSpans | None:
