@@ -140,8 +140,8 @@ def _plain(attributes: Mapping[str, Any]) -> bool:
 
 
 def _write(span: Any, attributes: Mapping[str, Any], more: Mapping[str, Any] | None) -> bool:
-    """Put clean attributes in a span no other thread can see yet; False if the SDK would
-    drop or cut one (over a limit)."""
+    """Put clean attributes in a span no other thread can see (or whose locks are held);
+    False if the SDK would drop, cut or reorder one (over a limit, a key already set)."""
     bounded = span._attributes
     stored = bounded._dict
     if not more:
@@ -168,11 +168,7 @@ def _write_locked(span: Any, attributes: Mapping[str, Any]) -> bool:
         if span._end_time is not None:
             return False
         with bounded._lock:
-            stored = bounded._dict
-            if not _fits(bounded, stored, attributes):
-                return False
-            stored.update(attributes)
-    return True
+            return _write(span, attributes, None)
 
 
 def _fits(
